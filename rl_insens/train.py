@@ -1,0 +1,176 @@
+"""Train the RLNET Pong policy with stable-baselines3 PPO, resumably.
+
+Readable top to bottom: settings, environments, model (new or resumed), a callback that
+logs episodes, shows progress and checkpoints, then ``learn``. The one resume checkpoint is
+overwritten atomically, so an interrupted run loses at most ``checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from tqdm import tqdm
+
+from .agents import PongSettings, RLNetExtractor, make_pong_env
+
+
+@dataclass
+class TrainConfig:
+    """PPO on Pong with the rl-zoo Atari hyper-parameters and RLNET as the network."""
+
+    out_dir: str = "agents/pong_rlnet/train"
+    """Holds resume.zip (model + optimiser), episodes.csv and the learning curve."""
+    total_steps: int = 6_000_000
+    """Length of the learning-rate and clip-range schedules, in agent steps."""
+    stop_at: int | None = None
+    """Stop (after checkpointing) once this many steps are done; resume later."""
+    seed: int = 0
+    n_envs: int = 8
+    n_steps: int = 128
+    n_epochs: int = 4
+    batch_size: int = 256
+    learning_rate: float = 2.5e-4
+    """Initial value; decays linearly to 0 over ``total_steps``."""
+    clip_range: float = 0.1
+    """Initial value; decays linearly to 0 over ``total_steps``."""
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    checkpoint_every: int = 100_000
+    subprocess_envs: bool = True
+    env_settings: dict = field(default_factory=lambda: PongSettings().as_dict())
+
+    @property
+    def resume_path(self) -> Path:
+        return Path(self.out_dir) / "resume.zip"
+
+
+def linear(initial: float):
+    """SB3 schedule: ``progress_remaining`` runs from 1 to 0 over ``total_steps``."""
+    return lambda progress_remaining: progress_remaining * initial
+
+
+def make_envs(cfg: TrainConfig, seed: int) -> VecEnv:
+    def make(rank: int):
+        def thunk():
+            env = Monitor(make_pong_env(**cfg.env_settings))
+            env.reset(seed=seed + rank)
+            env.action_space.seed(seed + rank)
+            return env
+
+        return thunk
+
+    vec_cls = SubprocVecEnv if cfg.subprocess_envs and cfg.n_envs > 1 else DummyVecEnv
+    return vec_cls([make(rank) for rank in range(cfg.n_envs)])
+
+
+class TrainingMonitor(BaseCallback):
+    """Progress bar with steps/s and ETA, an episode CSV, and periodic atomic checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, target_steps: int) -> None:
+        super().__init__()
+        self.cfg, self.target_steps = cfg, target_steps
+        self.csv_path = Path(cfg.out_dir) / "episodes.csv"
+        self.next_checkpoint = 0
+        self.recent: list[float] = []
+
+    def _on_training_start(self) -> None:
+        new_file = not self.csv_path.exists()
+        self.csv_file = open(self.csv_path, "a", newline="")
+        self.writer = csv.writer(self.csv_file)
+        if new_file:
+            self.writer.writerow(["step", "return", "length", "wall_time"])
+        done = self.model.num_timesteps
+        self.next_checkpoint = done + self.cfg.checkpoint_every
+        self.bar = tqdm(total=self.target_steps, initial=done, unit="step", smoothing=0.05)
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            if "episode" in info:
+                episode = info["episode"]
+                self.writer.writerow([self.num_timesteps, episode["r"], episode["l"], round(time.time(), 1)])
+                self.recent = (self.recent + [float(episode["r"])])[-20:]
+                self.csv_file.flush()
+                self.bar.set_postfix(mean_return_20=f"{np.mean(self.recent):.1f}")
+        self.bar.update(self.training_env.num_envs)
+        if self.num_timesteps >= self.next_checkpoint:
+            self.save_checkpoint()
+            self.next_checkpoint += self.cfg.checkpoint_every
+        return self.num_timesteps < self.target_steps
+
+    def save_checkpoint(self) -> None:
+        tmp = self.cfg.resume_path.with_suffix(".tmp.zip")
+        self.model.save(tmp)
+        os.replace(tmp, self.cfg.resume_path)
+        self.csv_file.flush()
+
+    def _on_training_end(self) -> None:
+        self.save_checkpoint()
+        self.bar.close()
+        self.csv_file.close()
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> PPO:
+    """Train (or resume) and return the model; checkpoints land in ``cfg.out_dir``."""
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    resuming = resume and cfg.resume_path.exists()
+    if resume and not resuming:
+        print(f"no checkpoint at {cfg.resume_path}; starting a new run")
+
+    if resuming:
+        model = PPO.load(cfg.resume_path, device="cpu")
+        envs = make_envs(cfg, seed=cfg.seed + model.num_timesteps)  # fresh episodes after resume
+        model.set_env(envs)
+    else:
+        envs = make_envs(cfg, seed=cfg.seed)
+        model = PPO(
+            "CnnPolicy",
+            envs,
+            n_steps=cfg.n_steps,
+            n_epochs=cfg.n_epochs,
+            batch_size=cfg.batch_size,
+            learning_rate=linear(cfg.learning_rate),
+            clip_range=linear(cfg.clip_range),
+            ent_coef=cfg.ent_coef,
+            vf_coef=cfg.vf_coef,
+            policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[]),
+            seed=cfg.seed,
+            device="cpu",
+            verbose=0,
+        )
+        (Path(cfg.out_dir) / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    target = min(cfg.total_steps, cfg.stop_at or cfg.total_steps)
+    if model.num_timesteps >= target:
+        print(f"already trained {model.num_timesteps} steps (target {target})")
+        return model
+    monitor = TrainingMonitor(cfg, target)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        model.learn(
+            total_timesteps=cfg.total_steps - model.num_timesteps if resuming else cfg.total_steps,
+            callback=monitor,
+            reset_num_timesteps=not resuming,
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted: checkpointing at {model.num_timesteps} steps")
+        monitor.save_checkpoint()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        envs.close()
+    return model
+
+
+def _raise_keyboard_interrupt(*_) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,128 @@
+"""The engine against a slow full-Jacobian reference, and Theorem 1 at full size."""
+
+import pytest
+import torch
+from nets_for_tests import TEST_NETS, build
+from torch import nn
+
+import rl_insens as ri
+from rl_insens.engine import insens_reference
+from rl_insens.engine.reference import hidden_jacobian
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())
+
+
+@pytest.mark.parametrize("name,constructor,shape", TEST_NETS)
+def test_insens_matches_full_jacobian(name, constructor, shape):
+    model = build(constructor)
+    torch.manual_seed(1)
+    x = torch.randn(3, *shape)
+    assert relative_error(ri.insens(model, x), insens_reference(model, x)) <= 1e-4
+
+
+@pytest.mark.parametrize("name,constructor,shape", TEST_NETS)
+def test_insens_matches_full_jacobian_near_switching(name, constructor, shape):
+    """Exact zeros (v = 0 exactly, tied max-pool windows) where float32 and float64 agree."""
+    model = build(constructor, seed=2)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            module.bias.data[::2] = 0.0  # x = 0 then puts these neurons exactly at v = 0
+    binary = (torch.rand(2, *shape) > 0.5).float()  # many ties in max-pool windows
+    x = torch.cat([torch.zeros(1, *shape), binary])
+    assert relative_error(ri.insens(model, x), insens_reference(model, x)) <= 1e-4
+
+
+def test_insens_small_chunks_give_the_same_result():
+    model = build(TEST_NETS[0][1])
+    x = torch.randn(2, *TEST_NETS[0][2])
+    assert torch.allclose(ri.insens(model, x, max_memory=1), ri.insens(model, x), atol=1e-6)
+
+
+def test_zero_norm_neurons_count_but_add_nothing():
+    """All first-layer neurons off: second-layer ŵ = 0, so only the first layer contributes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+    model[0].bias.data.fill_(-100.0)
+    model[2].bias.data = torch.tensor([-1.0, 1.0])
+    x = torch.rand(1, 4)
+    result = ri.insens(model, x)
+    assert torch.isfinite(result).all()
+    w, b = model[0].weight, model[0].bias
+    v = x[0] @ w.T + b
+    expected = (v[:, None] * w / (w * w).sum(1, keepdim=True)).sum(0) / 4  # |I| = 3 + 1
+    assert torch.allclose(result[0], expected, atol=1e-5)
+    assert relative_error(result, insens_reference(model, x)) <= 1e-4
+
+
+@pytest.mark.parametrize("name,constructor,shape", TEST_NETS)
+def test_switched_projection_matches_jacobian_rows(name, constructor, shape):
+    model = build(constructor)
+    x = torch.randn(*shape)
+    blocks = list(hidden_jacobian(model, x))
+    v_ref = torch.cat([v for v, _ in blocks])
+    jac_ref = torch.cat([j for _, j in blocks])
+    chain = ri.engine.read_chain(model, shape)
+    offset = 0
+    for layer, n in zip(chain.hidden_layers, chain.hidden_sizes, strict=True):
+        p = ri.switched_projection(model, x, layer)
+        assert torch.allclose(p.activity.double(), v_ref[offset:offset + n], atol=1e-5)
+        assert torch.allclose(p.weight.double(), jac_ref[offset:offset + n], atol=1e-5)
+        offset += n
+
+
+def test_centre_and_decomposition():
+    model = build(TEST_NETS[0][1])
+    x = torch.randn(*TEST_NETS[0][2])
+    p = ri.switched_projection(model, x, "4.0")
+    nonzero = p.squared_norm > 0
+    # The centre lies on the switching hyperplane: x·ŵ at the centre plus b̂ is zero (eq. 4).
+    at_centre = (p.centre * p.weight).flatten(1).sum(1) + p.bias
+    assert at_centre[nonzero].abs().max() < 1e-4
+    contributions = ri.decompose(model, x, "4.0")
+    assert torch.allclose(contributions.flatten(1).sum(1)[nonzero], p.activity[nonzero], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "model,shape",
+    [(ri.RLNet(), (4, 84, 84)), (ri.TwoConv((1, 28, 28), 10), (1, 28, 28))],
+    ids=["RLNet", "TwoConv"],
+)
+def test_theorem_1_at_full_size(model, shape):
+    """v = x·ŵ + b̂ to float32 rounding, and ŵ is the true gradient, for every layer."""
+    torch.manual_seed(0)
+    model.eval()
+    x = torch.rand(*shape)
+    chain = ri.engine.read_chain(model, shape)
+    for i in chain.affine_indices:
+        link = chain.links[i]
+        neurons = torch.randperm(torch.Size(link.out_shape).numel())[:48]
+        p = ri.switched_projection(model, x, link.name, neurons)
+        assert torch.allclose((p.weight * x).flatten(1).sum(1) + p.bias, p.activity, atol=1e-4)
+        xg = x.clone().requires_grad_(True)
+        captured = []
+        handle = link.module.register_forward_hook(lambda m, i, o, into=captured: into.append(o))
+        model(xg[None])
+        handle.remove()
+        grad = torch.autograd.grad(captured[0].flatten()[neurons[0]], xg)[0]
+        assert torch.allclose(p.weight[0], grad, atol=1e-6)
+
+
+def test_neuron_state():
+    model = build(TEST_NETS[0][1])
+    x = torch.randn(5, *TEST_NETS[0][2])
+    state = ri.neuron_state(model, x)
+    assert list(state.layers) == ["1", "4.0", "7"]
+    assert state.n_neurons == 4 * 6 * 7 + 6 * 4 * 5 + 10
+    manual = sum(s.activity.flatten(1).gt(0).sum(1) for s in state.layers.values()) / state.n_neurons
+    assert torch.allclose(state.active_fraction, manual)
+    assert ((state.active_fraction > 0) & (state.active_fraction < 1)).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_insens_on_cuda_matches_cpu():
+    model = build(TEST_NETS[0][1])
+    x = torch.randn(4, *TEST_NETS[0][2])
+    on_gpu = ri.insens(model.cuda(), x.cuda()).cpu()
+    assert relative_error(on_gpu, insens_reference(model.cpu(), x)) <= 1e-4
