@@ -7,40 +7,12 @@ cotangent v_i / ‖ŵ_i‖² / |I| seeded at every inactive neuron. All the cost
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from .chain import Chain
-from .projection import DEFAULT_MAX_MEMORY, _chain_for, vectors_per_chunk
+from .norms import squared_norms
+from .projection import DEFAULT_MAX_MEMORY, _chain_for
 from .switched import SwitchedNetwork
-
-
-def squared_norms_forward(net: SwitchedNetwork, max_memory: int) -> dict[int, torch.Tensor]:
-    """‖ŵ_i‖² for every hidden neuron, by pushing one-hot input tangents forward.
-
-    Exact and simple: ŵ_i's j-th component is neuron i's response to the j-th unit vector, so
-    the squared norm is the sum over all d unit vectors of the squared responses. Costs d
-    linearised forward passes, batched; cheap for small inputs such as MNIST.
-    """
-    chain: Chain = net.chain
-    B, d = net.batch, math.prod(chain.in_shape)
-    hidden = set(chain.hidden_indices)
-    last = max(hidden)
-    device = next(iter(net.activities.values())).device
-    norms = {i: torch.zeros(B, *chain.links[i].out_shape, device=device) for i in hidden}
-    chunk = vectors_per_chunk(chain, B, max_memory)
-    for start in range(0, d, chunk):
-        T = min(chunk, d - start)
-        t = torch.zeros(B, T, d, device=device)
-        t[:, torch.arange(T), torch.arange(start, start + T)] = 1.0
-        t = t.view(B, T, *chain.in_shape)
-        for i in range(last + 1):
-            t = net.push_link(i, t)
-            if i in hidden:
-                norms[i] += t.pow(2).sum(1)
-    return norms
 
 
 def insens_from_norms(net: SwitchedNetwork, norms: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -72,4 +44,4 @@ def insens(model: nn.Module, x: torch.Tensor, max_memory: int = DEFAULT_MAX_MEMO
     if not chain.hidden_indices:
         return torch.zeros_like(x)
     net = SwitchedNetwork(chain, x)
-    return insens_from_norms(net, squared_norms_forward(net, max_memory))
+    return insens_from_norms(net, squared_norms(net, max_memory))

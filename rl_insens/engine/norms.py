@@ -1,0 +1,374 @@
+"""Exact squared norms ‖ŵ_i‖² of every hidden neuron: the whole cost of Insens.
+
+Two exact ideas, combined at a *cut* (a tensor of the chain chosen by estimated cost):
+
+* **Receptive-field patches** before the cut. A conv neuron's ŵ lives in its receptive field,
+  so each unit carries its ŵ as a small patch of the input; patches are propagated layer by
+  layer (pad, conv, ReLU mask, max-pool winner) and a neuron's squared norm is its patch's.
+* **Gram after the cut.** With H = the Gram matrix of the active cut units' ŵ vectors (from
+  overlapping patches), a later neuron with Jacobian row u w.r.t. those units has
+  ``‖ŵ‖² = uᵀ H u``; the rows u of all later layers come from one forward-mode pass of one-hot
+  tangents of the active cut units, and the quadratic forms are dense matrix products.
+
+Cutting at the input (no patches, H = identity) is plain forward mode, which wins for small
+inputs; patches and a later cut win for large ones (Pong).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .switched import SwitchedNetwork
+
+ASSUMED_ACTIVE_FRACTION = 0.35
+"""Fraction of cut units taken as active when planning (the paper saw 17-32%)."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where each unit's patch sits: unit (y, x) covers input rows from y*stride - offset."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    offset: tuple[int, int]
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+# ----- planning --------------------------------------------------------------------------
+def _local_prefix(net: SwitchedNetwork) -> int:
+    """Number of leading links that patches can follow (spatial layers only)."""
+    links = net.chain.links
+    if len(net.chain.in_shape) != 3:
+        return 0
+    for k, link in enumerate(links):
+        m = link.module
+        if isinstance(m, nn.Conv2d) and m.groups == 1 and isinstance(m.padding, tuple):
+            continue
+        if isinstance(m, (nn.ReLU, nn.ZeroPad2d, nn.Identity, nn.Dropout)) and len(link.out_shape) == 3:
+            continue
+        if isinstance(m, nn.MaxPool2d):
+            continue
+        return k
+    return len(links)
+
+
+def _geometries(net: SwitchedNetwork, n_links: int) -> list[Geometry]:
+    """Patch geometry of the output of each of the first ``n_links`` links."""
+    geo = Geometry((1, 1), (1, 1), (0, 0))
+    out = []
+    for link in net.chain.links[:n_links]:
+        m = link.module
+        if isinstance(m, nn.ZeroPad2d):
+            left, _, top, _ = m.padding
+            geo = Geometry(geo.size, geo.stride, (geo.offset[0] + top * geo.stride[0],
+                                                  geo.offset[1] + left * geo.stride[1]))
+        elif isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            k, s = _pair(m.kernel_size), _pair(m.stride)
+            p, d = _pair(m.padding), _pair(m.dilation)
+            geo = Geometry(
+                tuple(geo.size[j] + d[j] * (k[j] - 1) * geo.stride[j] for j in range(2)),
+                tuple(geo.stride[j] * s[j] for j in range(2)),
+                tuple(geo.offset[j] + p[j] * geo.stride[j] for j in range(2)),
+            )
+        out.append(geo)
+    return out
+
+
+def _forward_cost(link) -> int:
+    """Multiply-adds of one tangent through a link of the linearised network."""
+    m = link.module
+    if isinstance(m, nn.Conv2d):
+        return math.prod(link.out_shape) * (m.in_channels // m.groups) * math.prod(_pair(m.kernel_size))
+    if isinstance(m, nn.Linear):
+        return m.in_features * m.out_features
+    return math.prod(link.out_shape)
+
+
+def valid_cuts(net: SwitchedNetwork) -> list[int]:
+    """Cuts the engine can make: the input (0), or after a ReLU/max-pool that patches reach."""
+    links, last_hidden = net.chain.links, max(net.chain.hidden_indices)
+    local = min(_local_prefix(net), last_hidden + 1)
+    return [0] + [k + 1 for k in range(local) if isinstance(links[k].module, (nn.ReLU, nn.MaxPool2d))]
+
+
+def plan_cut(net: SwitchedNetwork, max_memory: int) -> int:
+    """The cut with the least estimated multiply-adds (0: plain forward mode)."""
+    chain = net.chain
+    hidden = chain.hidden_indices
+    cuts = valid_cuts(net)
+    geos = _geometries(net, max(cuts))
+    in_channels, alpha = chain.in_shape[0], ASSUMED_ACTIVE_FRACTION
+
+    def cost(cut: int) -> float:
+        if cut == 0:
+            d = math.prod(chain.in_shape)
+            return d * sum(_forward_cost(link) for link in chain.links[: max(hidden) + 1])
+        total = 0.0
+        for k in range(cut):  # patches up to the cut
+            patch = in_channels * math.prod(geos[k].size)
+            total += patch * (_forward_cost(chain.links[k]) if chain.links[k].is_affine
+                              else math.prod(chain.links[k].out_shape))
+        c, h, w = chain.links[cut - 1].out_shape
+        n = c * h * w
+        if 4 * n * n > max_memory:
+            return math.inf  # the cut's Gram matrix would not fit
+        reach = [math.ceil(geos[cut - 1].size[j] / geos[cut - 1].stride[j]) for j in range(2)]
+        total += h * w * (2 * reach[0] - 1) * (2 * reach[1] - 1) * c * c * patch / 2
+        for i in (i for i in hidden if i >= cut):
+            window = _window_conv(chain, cut, i)
+            if window is not None:
+                taps = window[0].in_channels * math.prod(_pair(window[0].kernel_size))
+                total += math.prod(chain.links[i].out_shape[1:]) * window[0].out_channels * taps**2
+            else:
+                pulls = sum(_forward_cost(link) for link in chain.links[cut: i + 1])
+                total += (1 - alpha) * math.prod(chain.links[i].out_shape) * (pulls + (alpha * n) ** 2)
+        return total
+
+    return min(cuts, key=cost)
+
+
+# ----- receptive-field patches -----------------------------------------------------------
+def _input_patches(x_shape: tuple[int, ...], batch: int, device) -> torch.Tensor:
+    """Each input unit's ŵ as a 1x1 patch: the unit vector of its channel."""
+    c, h, w = x_shape
+    eye = torch.eye(c, device=device).view(1, c, 1, 1, c, 1, 1)
+    return eye.expand(batch, c, h, w, c, 1, 1).clone()
+
+
+def _conv_patches(P: torch.Tensor, geo: Geometry, new: Geometry, conv: nn.Conv2d, out_hw) -> torch.Tensor:
+    B, _, _, _, ci, ry, rx = P.shape
+    (ph, pw), (sh, sw), (dh, dw) = _pair(conv.padding), _pair(conv.stride), _pair(conv.dilation)
+    P = F.pad(P, (0, 0, 0, 0, 0, 0, pw, pw, ph, ph)) if ph or pw else P
+    ho, wo = out_hw
+    out = P.new_zeros(B, conv.out_channels, ho, wo, ci, *new.size)
+    kh, kw = _pair(conv.kernel_size)
+    for a in range(kh):
+        for b in range(kw):
+            taps = P[:, :, a * dh: a * dh + sh * (ho - 1) + 1: sh, b * dw: b * dw + sw * (wo - 1) + 1: sw]
+            y0, x0 = a * dh * geo.stride[0], b * dw * geo.stride[1]
+            weight = conv.weight[:, :, a, b]
+            out[..., y0:y0 + ry, x0:x0 + rx] += torch.einsum("oc,bchwixy->bohwixy", weight, taps)
+    return out
+
+
+def _pool_patches(P: torch.Tensor, geo: Geometry, new: Geometry, pool: nn.MaxPool2d, winners, out_hw):
+    B, C, H, W, ci, ry, rx = P.shape
+    (kh, kw), (sh, sw) = _pair(pool.kernel_size), _pair(pool.stride)
+    (ph, pw), (dh, dw) = _pair(pool.padding), _pair(pool.dilation)
+    ho, wo = out_hw
+    # Pad generously so every window tap indexes inside the tensor (ceil mode reaches past the end).
+    extra_h = max(0, sh * (ho - 1) + dh * (kh - 1) + 1 - (H + 2 * ph))
+    extra_w = max(0, sw * (wo - 1) + dw * (kw - 1) + 1 - (W + 2 * pw))
+    Pp = F.pad(P, (0, 0, 0, 0, 0, 0, pw, pw + extra_w, ph, ph + extra_h))
+    wy, wx = winners // W, winners % W  # winner's input position, [B, C, ho, wo]
+    base_y = torch.arange(ho, device=P.device).view(1, 1, ho, 1) * sh - ph
+    base_x = torch.arange(wo, device=P.device).view(1, 1, 1, wo) * sw - pw
+    out = P.new_zeros(B, C, ho, wo, ci, *new.size)
+    for a in range(kh):
+        for b in range(kw):
+            chosen = ((wy == base_y + a * dh) & (wx == base_x + b * dw)).to(P.dtype)
+            taps = Pp[:, :, a * dh: a * dh + sh * (ho - 1) + 1: sh, b * dw: b * dw + sw * (wo - 1) + 1: sw]
+            y0, x0 = a * dh * geo.stride[0], b * dw * geo.stride[1]
+            out[..., y0:y0 + ry, x0:x0 + rx] += taps * chosen[..., None, None, None]
+    return out
+
+
+def _patch_stage(net: SwitchedNetwork, n_links: int, norms: dict, rows: slice) -> torch.Tensor:
+    """Propagate patches through the first ``n_links`` links for samples ``rows``."""
+    chain = net.chain
+    device = next(iter(net.activities.values())).device
+    B = rows.stop - rows.start
+    P = _input_patches(chain.in_shape, B, device)
+    geo = Geometry((1, 1), (1, 1), (0, 0))
+    geos = _geometries(net, n_links)
+    hidden = set(chain.hidden_indices)
+    for k in range(n_links):
+        link, m, new = chain.links[k], chain.links[k].module, geos[k]
+        out_hw = link.out_shape[1:]
+        if isinstance(m, nn.Conv2d):
+            P = _conv_patches(P, geo, new, m, out_hw)
+        elif isinstance(m, nn.MaxPool2d):
+            P = _pool_patches(P, geo, new, m, net.winners[k][rows], out_hw)
+        elif isinstance(m, nn.ZeroPad2d):
+            left, right, top, bottom = m.padding
+            P = F.pad(P, (0, 0, 0, 0, 0, 0, left, right, top, bottom))
+        elif isinstance(m, nn.ReLU):
+            P = P * net.masks[k][rows][..., None, None, None].to(P.dtype)
+        if k in hidden:
+            norms[k][rows] = P.pow(2).sum((-3, -2, -1))
+        geo = new
+    return P, geo
+
+
+def _patch_gram(P: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """Gram matrix of all units' patches of one sample, ``[N, N]`` with N = C*H*W."""
+    C, H, W, ci, ry, rx = P.shape
+    gram = P.new_zeros(C, H, W, C, H, W)
+    reach = [math.ceil(geo.size[j] / geo.stride[j]) for j in range(2)]
+    for dy in range(reach[0]):
+        for dx in range(-reach[1] + 1, reach[1]):
+            if dy == 0 and dx < 0:
+                continue  # the transposed block of (0, -dx) gives it
+            oy, ox = dy * geo.stride[0], abs(dx) * geo.stride[1]
+            if oy >= ry or ox >= rx or dy >= H or abs(dx) >= W:
+                continue
+            xa = slice(0, W - dx) if dx >= 0 else slice(-dx, W)
+            xb = slice(dx, W) if dx >= 0 else slice(0, W + dx)
+            first = P[:, : H - dy, xa]
+            second = P[:, dy:, xb]
+            if dx >= 0:
+                first = first[..., oy:, ox:]
+                second = second[..., : ry - oy, : rx - ox]
+            else:
+                first = first[..., oy:, : rx - ox]
+                second = second[..., : ry - oy, ox:]
+            # block[h, w, c, c'] = <patch(c, h, w), patch(c', h+dy, w+dx)> over the overlap
+            a = first.permute(1, 2, 0, 3, 4, 5).flatten(3)
+            b = second.permute(1, 2, 0, 3, 4, 5).flatten(3)
+            block = a @ b.transpose(-1, -2)
+            hs, ws = block.shape[:2]
+            ys = torch.arange(hs, device=P.device)
+            xs = torch.arange(ws, device=P.device) + (xa.start or 0)
+            view = block.permute(2, 0, 1, 3)  # [C, hs, ws, C']
+            here, there = (ys[:, None], xs[None, :]), (ys[:, None] + dy, xs[None, :] + dx)
+            gram[:, here[0], here[1], :, there[0], there[1]] = view.permute(1, 2, 0, 3)
+            if dy or dx:
+                gram[:, there[0], there[1], :, here[0], here[1]] = view.permute(1, 2, 3, 0)
+    n = C * H * W
+    return gram.reshape(n, n)
+
+
+# ----- after the cut ---------------------------------------------------------------------
+def _window_conv(chain, cut: int, i: int):
+    """The conv link ``i`` if only zero pads separate it from the cut, with its total padding."""
+    m = chain.links[i].module
+    if not isinstance(m, nn.Conv2d) or m.groups != 1 or not isinstance(m.padding, tuple):
+        return None
+    left = right = top = bottom = 0
+    for link in chain.links[cut:i]:
+        if isinstance(link.module, nn.ZeroPad2d):
+            pl, pr, pt, pb = link.module.padding
+            left, right, top, bottom = left + pl, right + pr, top + pt, bottom + pb
+        elif not isinstance(link.module, (nn.Identity, nn.Dropout)):
+            return None
+    ph, pw = m.padding
+    return m, (left + pw, right + pw, top + ph, bottom + ph)
+
+
+def _windowed_norms(gram: torch.Tensor, cut_shape, conv: nn.Conv2d, padding) -> torch.Tensor:
+    """‖ŵ‖² of a conv layer reading the cut directly: wᵀ G_p w with G_p the Gram of window p."""
+    n = gram.shape[0]
+    index = torch.arange(n, device=gram.device, dtype=torch.float64).view(1, *cut_shape)
+    index = F.pad(index, padding, value=-1.0)
+    windows = F.unfold(index, conv.kernel_size, conv.dilation, 0, conv.stride)[0].long()  # [CKK, L]
+    windows = torch.where(windows < 0, n, windows).T  # padding reads a zero row
+    extended = F.pad(gram, (0, 1, 0, 1))
+    kernel = conv.weight.flatten(1)  # [O, CKK], the same (C, kh, kw) order as unfold
+    out = torch.empty(conv.out_channels, windows.shape[0], device=gram.device)
+    for part in torch.arange(windows.shape[0], device=gram.device).split(64):
+        rows = windows[part]
+        block = extended[rows[:, :, None], rows[:, None, :]]  # [P, CKK, CKK]
+        out[:, part] = ((kernel @ block) * kernel).sum(-1).T
+    return out
+
+
+def _pulled_norms(net, cut: int, i: int, gram, index, seeds, max_memory: int) -> torch.Tensor:
+    """uᵀ H u for the neurons ``seeds`` of link ``i``, u pulled back to the cut's active units."""
+    chain = net.chain
+    size = math.prod(chain.links[i].out_shape)
+    widest = max(math.prod(link.in_shape) for link in chain.links[cut:i + 1])
+    chunk = max(1, max_memory // (4 * 3 * widest))
+    out = []
+    for part in seeds.split(chunk):
+        u = gram.new_zeros(1, len(part), size)
+        u[0, torch.arange(len(part)), part] = 1.0
+        u = net.pull(u.view(1, len(part), *chain.links[i].out_shape), i, cut)
+        u = u.flatten(2)[0][:, index]  # [S, T]
+        out.append(((u @ gram) * u).sum(1))
+    return torch.cat(out) if out else gram.new_zeros(0)
+
+
+class _SampleView(SwitchedNetwork):
+    """One sample's state, sharing the parent's recorded masks and winners."""
+
+    def __init__(self, net: SwitchedNetwork, row: int) -> None:  # noqa: D107 (no forward pass)
+        self.chain, self.batch = net.chain, 1
+        self.masks = {k: v[row:row + 1] for k, v in net.masks.items()}
+        self.winners = {k: v[row:row + 1] for k, v in net.winners.items()}
+        self.activities = {k: v[row:row + 1] for k, v in net.activities.items()}
+
+
+def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: int, max_memory: int):
+    chain = net.chain
+    sample = _SampleView(net, row)
+    cut_shape = chain.links[cut - 1].out_shape
+    gram = _patch_gram(patches, geo)
+    index = (patches.flatten(0, 2).flatten(1).abs().amax(1) > 0).nonzero().squeeze(1)
+    active_gram = gram[index][:, index]
+    for i in chain.hidden_indices:
+        if i < cut:
+            continue
+        window = _window_conv(chain, cut, i)
+        if window is not None:
+            norms[i][row] = _windowed_norms(gram, cut_shape, *window).view(chain.links[i].out_shape)
+            continue
+        inactive = (sample.activity(i)[0].flatten() <= 0).nonzero().squeeze(1)
+        values = _pulled_norms(sample, cut, i, active_gram, index, inactive, max_memory)
+        norms[i][row].view(-1)[inactive] = values
+
+
+def squared_norms(net: SwitchedNetwork, max_memory: int, cut: int | None = None) -> dict[int, torch.Tensor]:
+    """‖ŵ_i‖² of the hidden neurons, ``{link index: [B, *out_shape]}``.
+
+    Exact for every inactive neuron (v ≤ 0), which is all Insens needs; active neurons past
+    the cut may be left at zero.
+    """
+    chain = net.chain
+    B = net.batch
+    device = next(iter(net.activities.values())).device
+    norms = {i: torch.zeros(B, *chain.links[i].out_shape, device=device) for i in chain.hidden_indices}
+    cut = plan_cut(net, max_memory) if cut is None else cut
+    if cut not in valid_cuts(net):
+        raise ValueError(f"cannot cut at {cut}; valid cuts: {valid_cuts(net)}")
+    if cut == 0:
+        _forward_from_input(net, max_memory, norms)
+        return norms
+    geo_last = _geometries(net, cut)[-1]
+    patch_floats = chain.in_shape[0] * math.prod(geo_last.size) * max(
+        math.prod(link.out_shape) for link in chain.links[:cut])
+    per_chunk = max(1, max_memory // (4 * 3 * patch_floats))
+    for start in range(0, B, per_chunk):
+        rows = slice(start, min(B, start + per_chunk))
+        P, geo = _patch_stage(net, cut, norms, rows)
+        if cut > max(chain.hidden_indices):
+            continue
+        for j in range(rows.stop - rows.start):
+            _after_cut(net, cut, P[j], geo, norms, start + j, max_memory)
+    return norms
+
+
+def _forward_from_input(net: SwitchedNetwork, max_memory: int, norms: dict) -> None:
+    """Plain forward mode: one-hot input tangents in chunks, squared responses summed."""
+    chain = net.chain
+    hidden = set(chain.hidden_indices)
+    d = math.prod(chain.in_shape)
+    device = next(iter(net.activities.values())).device
+    widest = max(math.prod(link.in_shape) + math.prod(link.out_shape) for link in chain.links)
+    chunk = max(1, max_memory // (4 * 2 * widest * net.batch))
+    for start in range(0, d, chunk):
+        T = min(chunk, d - start)
+        t = torch.zeros(net.batch, T, d, device=device)
+        t[:, torch.arange(T), torch.arange(start, start + T)] = 1.0
+        t = t.view(net.batch, T, *chain.in_shape)
+        for i in range(max(hidden) + 1):
+            t = net.push_link(i, t)
+            if i in hidden:
+                norms[i] += t.pow(2).sum(1)
