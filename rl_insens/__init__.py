@@ -1,5 +1,7 @@
 """rl-insens: see why a ReLU policy acts, through its switched linear projections and Insens."""
 
+from . import bench
+from .agents import make_pong_env
 from .attribution import METHODS, attribute
 from .engine import (
     UnsupportedModelError,
@@ -11,11 +13,13 @@ from .engine import (
 from .nets import RLNet, TwoConv
 
 __all__ = [
+    "bench",
     "METHODS",
     "RLNet",
     "TwoConv",
     "UnsupportedModelError",
     "attribute",
+    "make_pong_env",
     "decompose",
     "insens",
     "neuron_state",

@@ -159,3 +159,16 @@ def test_every_cut_is_exact(name, constructor, shape):
     for cut in cuts:
         result = insens_from_norms(net, squared_norms(net, 1 << 30, cut=cut))
         assert relative_error(result, expected) <= 1e-4, f"cut {cut}"
+
+
+def test_batch_equals_one_by_one_on_rlnet():
+    """A batch of real-size Pong-shaped inputs gives each frame's own Insens."""
+    torch.manual_seed(0)
+    model = ri.RLNet().eval()
+    for layer in (model.conv1, model.conv2, model.conv3, model.fc1):
+        layer.bias.data -= 0.05  # fewer active neurons, as in a trained policy
+    x = torch.rand(3, 4, 84, 84)
+    together = ri.insens(model, x)
+    alone = torch.cat([ri.insens(model, x[i:i + 1]) for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-7, rtol=1e-5)
+    assert torch.allclose(ri.insens(model, x, max_memory=1 << 20), together, atol=1e-7, rtol=1e-5)

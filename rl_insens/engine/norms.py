@@ -25,6 +25,8 @@ from torch import nn
 
 from .switched import SwitchedNetwork
 
+GEMM_ADVANTAGE = 1.5
+"""How many times faster a multiply-add runs in one large matrix product than in block gathers."""
 ASSUMED_ACTIVE_FRACTION = 0.35
 """Fraction of cut units taken as active when planning (the paper saw 17-32%)."""
 
@@ -159,6 +161,21 @@ def _conv_patches(P: torch.Tensor, geo: Geometry, new: Geometry, conv: nn.Conv2d
     return out
 
 
+def _first_conv_patches(P: torch.Tensor, conv: nn.Conv2d, new: Geometry, out_hw) -> torch.Tensor:
+    """A conv reading the input directly: each patch is the kernel, cut off outside the image."""
+    valid = P[:1, 0, :, :, 0, 0, 0][:, None]  # [1, 1, H, W]: 1 on the image, 0 on zero pads
+    (ph, pw), (dh, dw) = _pair(conv.padding), _pair(conv.dilation)
+    (kh, kw), (ho, wo) = _pair(conv.kernel_size), out_hw
+    windows = F.unfold(F.pad(valid, (pw, pw, ph, ph)), (kh, kw), (dh, dw), 0, conv.stride)
+    windows = windows.view(kh, kw, ho, wo).permute(2, 3, 0, 1)[None, None, :, :, None]
+    kernel = conv.weight[None, :, None, None] * windows  # [1, O, ho, wo, ci, kh, kw]
+    if (dh, dw) != (1, 1):
+        spread = kernel.new_zeros(*kernel.shape[:5], *new.size)
+        spread[..., ::dh, ::dw] = kernel
+        kernel = spread
+    return kernel.expand(P.shape[0], *kernel.shape[1:])
+
+
 def _pool_patches(P: torch.Tensor, geo: Geometry, new: Geometry, pool: nn.MaxPool2d, winners, out_hw):
     B, C, H, W, ci, ry, rx = P.shape
     (kh, kw), (sh, sw) = _pair(pool.kernel_size), _pair(pool.stride)
@@ -190,10 +207,13 @@ def _patch_stage(net: SwitchedNetwork, n_links: int, norms: dict, rows: slice) -
     geo = Geometry((1, 1), (1, 1), (0, 0))
     geos = _geometries(net, n_links)
     hidden = set(chain.hidden_indices)
+    identity = True  # P still holds the input's own unit vectors (only zero pads so far)
     for k in range(n_links):
         link, m, new = chain.links[k], chain.links[k].module, geos[k]
         out_hw = link.out_shape[1:]
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and identity:
+            P = _first_conv_patches(P, m, new, out_hw)
+        elif isinstance(m, nn.Conv2d):
             P = _conv_patches(P, geo, new, m, out_hw)
         elif isinstance(m, nn.MaxPool2d):
             P = _pool_patches(P, geo, new, m, net.winners[k][rows], out_hw)
@@ -205,45 +225,80 @@ def _patch_stage(net: SwitchedNetwork, n_links: int, norms: dict, rows: slice) -
         if k in hidden:
             norms[k][rows] = P.pow(2).sum((-3, -2, -1))
         geo = new
+        identity = identity and isinstance(m, (nn.ZeroPad2d, nn.Identity, nn.Dropout))
     return P, geo
 
 
-def _patch_gram(P: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """Gram matrix of all units' patches of one sample, ``[N, N]`` with N = C*H*W."""
-    C, H, W, ci, ry, rx = P.shape
-    gram = P.new_zeros(C, H, W, C, H, W)
+def _patch_blocks(P: torch.Tensor, geo: Geometry) -> dict[tuple[int, int], torch.Tensor]:
+    """Gram blocks of one sample's patches: ``blocks[δ][y, x] = K((y, x), (y, x) + δ)``, [C, C].
+
+    Only offsets δ whose patches overlap can be non-zero; one half-plane of them is stored
+    (the other is the transpose). Positions whose partner falls outside hold zeros.
+    """
+    C, H, W, _, ry, rx = P.shape
     reach = [math.ceil(geo.size[j] / geo.stride[j]) for j in range(2)]
-    for dy in range(reach[0]):
-        for dx in range(-reach[1] + 1, reach[1]):
+    units = P.permute(1, 2, 0, 3, 4, 5)  # [H, W, C, ci, ry, rx]
+    blocks = {}
+    for dy in range(min(reach[0], H)):
+        for dx in range(-min(reach[1], W) + 1, min(reach[1], W)):
             if dy == 0 and dx < 0:
-                continue  # the transposed block of (0, -dx) gives it
-            oy, ox = dy * geo.stride[0], abs(dx) * geo.stride[1]
-            if oy >= ry or ox >= rx or dy >= H or abs(dx) >= W:
                 continue
-            xa = slice(0, W - dx) if dx >= 0 else slice(-dx, W)
-            xb = slice(dx, W) if dx >= 0 else slice(0, W + dx)
-            first = P[:, : H - dy, xa]
-            second = P[:, dy:, xb]
-            if dx >= 0:
-                first = first[..., oy:, ox:]
-                second = second[..., : ry - oy, : rx - ox]
-            else:
-                first = first[..., oy:, : rx - ox]
-                second = second[..., : ry - oy, ox:]
-            # block[h, w, c, c'] = <patch(c, h, w), patch(c', h+dy, w+dx)> over the overlap
-            a = first.permute(1, 2, 0, 3, 4, 5).flatten(3)
-            b = second.permute(1, 2, 0, 3, 4, 5).flatten(3)
-            block = a @ b.transpose(-1, -2)
-            hs, ws = block.shape[:2]
-            ys = torch.arange(hs, device=P.device)
-            xs = torch.arange(ws, device=P.device) + (xa.start or 0)
-            view = block.permute(2, 0, 1, 3)  # [C, hs, ws, C']
-            here, there = (ys[:, None], xs[None, :]), (ys[:, None] + dy, xs[None, :] + dx)
-            gram[:, here[0], here[1], :, there[0], there[1]] = view.permute(1, 2, 0, 3)
-            if dy or dx:
-                gram[:, there[0], there[1], :, here[0], here[1]] = view.permute(1, 2, 3, 0)
-    n = C * H * W
-    return gram.reshape(n, n)
+            oy, ox = dy * geo.stride[0], abs(dx) * geo.stride[1]
+            here = units[: H - dy, max(0, -dx): W - max(0, dx)]
+            there = units[dy:, max(0, dx): W + min(0, dx)]
+            cols_here = slice(ox, rx) if dx >= 0 else slice(0, rx - ox)
+            cols_there = slice(0, rx - ox) if dx >= 0 else slice(ox, rx)
+            a = here[..., oy:, cols_here].flatten(3)
+            b = there[..., : ry - oy, cols_there].flatten(3)
+            block = P.new_zeros(H, W, C, C)
+            block[: H - dy, max(0, -dx): W - max(0, dx)] = a @ b.transpose(-1, -2)
+            blocks[dy, dx] = block
+    return blocks
+
+
+def _block_at(blocks, dy: int, dx: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor | None:
+    """K(q, q + δ) for positions q = (ys, xs) (zero outside), ``[len(ys), len(xs), C, C]``."""
+    if (dy, dx) in blocks:
+        block, transpose = blocks[dy, dx], False
+    elif (-dy, -dx) in blocks:
+        block, transpose, ys, xs = blocks[-dy, -dx], True, ys + dy, xs + dx
+    else:
+        return None
+    H, W = block.shape[:2]
+    padded = F.pad(block, (0, 0, 0, 0, 1, 1, 1, 1))  # index -1 and H read zeros
+    out = padded[(ys.clamp(-1, H) + 1)[:, None], (xs.clamp(-1, W) + 1)[None, :]]
+    return out.transpose(-1, -2) if transpose else out
+
+
+def _placed_gram(patches: torch.Tensor, geo: Geometry, index: torch.Tensor, in_shape) -> torch.Tensor:
+    """Gram of the units ``index`` by placing their patches in the whole input: R Rᵀ."""
+    C, H, W, ci, ry, rx = patches.shape
+    _, hin, win = in_shape
+    top, left = geo.offset
+    canvas = patches.new_zeros(len(index), ci, max(top + hin, (H - 1) * geo.stride[0] + ry),
+                               max(left + win, (W - 1) * geo.stride[1] + rx))
+    c, y, x = index // (H * W), index // W % H, index % W
+    for pos in torch.unique(y * W + x).tolist():
+        here = (y * W + x == pos).nonzero().squeeze(1)
+        py, px = divmod(pos, W)
+        y0, x0 = py * geo.stride[0], px * geo.stride[1]  # canvas is shifted by the offset
+        canvas[here, :, y0:y0 + ry, x0:x0 + rx] = patches[c[here], py, px]
+    placed = canvas[:, :, top:top + hin, left:left + win].flatten(1)
+    return placed @ placed.T
+
+
+def _dense_gram(blocks, shape) -> torch.Tensor:
+    """The full Gram matrix ``[N, N]`` (N = C*H*W, channel-major) assembled from its blocks."""
+    C, H, W = shape
+    gram = next(iter(blocks.values())).new_zeros(C, H, W, C, H, W)
+    for (dy, dx), block in blocks.items():
+        ys = torch.arange(max(0, -dy), H - max(0, dy), device=block.device)
+        xs = torch.arange(max(0, -dx), W - max(0, dx), device=block.device)
+        part = block[ys[:, None], xs[None, :]]  # [hs, ws, C, C']
+        gram[:, ys[:, None], xs[None, :], :, ys[:, None] + dy, xs[None, :] + dx] = part
+        if dy or dx:
+            gram[:, ys[:, None] + dy, xs[None, :] + dx, :, ys[:, None], xs[None, :]] = part.transpose(-1, -2)
+    return gram.reshape(C * H * W, C * H * W)
 
 
 # ----- after the cut ---------------------------------------------------------------------
@@ -263,21 +318,29 @@ def _window_conv(chain, cut: int, i: int):
     return m, (left + pw, right + pw, top + ph, bottom + ph)
 
 
-def _windowed_norms(gram: torch.Tensor, cut_shape, conv: nn.Conv2d, padding) -> torch.Tensor:
-    """‖ŵ‖² of a conv layer reading the cut directly: wᵀ G_p w with G_p the Gram of window p."""
-    n = gram.shape[0]
-    index = torch.arange(n, device=gram.device, dtype=torch.float64).view(1, *cut_shape)
-    index = F.pad(index, padding, value=-1.0)
-    windows = F.unfold(index, conv.kernel_size, conv.dilation, 0, conv.stride)[0].long()  # [CKK, L]
-    windows = torch.where(windows < 0, n, windows).T  # padding reads a zero row
-    extended = F.pad(gram, (0, 1, 0, 1))
-    kernel = conv.weight.flatten(1)  # [O, CKK], the same (C, kh, kw) order as unfold
-    out = torch.empty(conv.out_channels, windows.shape[0], device=gram.device)
-    for part in torch.arange(windows.shape[0], device=gram.device).split(64):
-        rows = windows[part]
-        block = extended[rows[:, :, None], rows[:, None, :]]  # [P, CKK, CKK]
-        out[:, part] = ((kernel @ block) * kernel).sum(-1).T
-    return out
+def _windowed_norms(blocks, cut_shape, conv: nn.Conv2d, padding) -> torch.Tensor:
+    """‖ŵ‖² of a conv layer reading the cut directly: Σ_{a,a'} w_a K(q_a, q_a') w_a'ᵀ per output.
+
+    q_a is the cut position under kernel tap a; only tap pairs whose units' patches overlap
+    have a non-zero Gram block, so the sum runs over those.
+    """
+    _, H, W = cut_shape
+    left, right, top, bottom = padding
+    (kh, kw), (sh, sw), (dh, dw) = (_pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation))
+    ho = (H + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    wo = (W + left + right - dw * (kw - 1) - 1) // sw + 1
+    device = conv.weight.device
+    base_y = torch.arange(ho, device=device) * sh - top
+    base_x = torch.arange(wo, device=device) * sw - left
+    taps = [(a, b) for a in range(kh) for b in range(kw)]
+    out = conv.weight.new_zeros(ho, wo, conv.out_channels)
+    for a, b in taps:
+        w_here = conv.weight[:, :, a, b]  # [O, C]
+        for a2, b2 in taps:
+            block = _block_at(blocks, dh * (a2 - a), dw * (b2 - b), base_y + dh * a, base_x + dw * b)
+            if block is not None:
+                out += ((w_here @ block) * conv.weight[:, :, a2, b2]).sum(-1)
+    return out.permute(2, 0, 1)
 
 
 def _pulled_norms(net, cut: int, i: int, gram, index, seeds, max_memory: int) -> torch.Tensor:
@@ -310,16 +373,25 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: i
     chain = net.chain
     sample = _SampleView(net, row)
     cut_shape = chain.links[cut - 1].out_shape
-    gram = _patch_gram(patches, geo)
     index = (patches.flatten(0, 2).flatten(1).abs().amax(1) > 0).nonzero().squeeze(1)
-    active_gram = gram[index][:, index]
+    C, H, W, ci, ry, rx = patches.shape
+    reach = [math.ceil(geo.size[j] / geo.stride[j]) for j in range(2)]
+    blocks_cost = H * W * (2 * reach[0] - 1) * (2 * reach[1] - 1) * C * C * ci * ry * rx / 2
+    placed_cost = len(index) ** 2 * math.prod(chain.in_shape)
+    blocks = active_gram = None
     for i in chain.hidden_indices:
         if i < cut:
             continue
         window = _window_conv(chain, cut, i)
         if window is not None:
-            norms[i][row] = _windowed_norms(gram, cut_shape, *window).view(chain.links[i].out_shape)
+            blocks = _patch_blocks(patches, geo) if blocks is None else blocks
+            norms[i][row] = _windowed_norms(blocks, cut_shape, *window).view(chain.links[i].out_shape)
             continue
+        if active_gram is None and placed_cost < GEMM_ADVANTAGE * blocks_cost:
+            active_gram = _placed_gram(patches, geo, index, chain.in_shape)
+        elif active_gram is None:
+            blocks = _patch_blocks(patches, geo) if blocks is None else blocks
+            active_gram = _dense_gram(blocks, cut_shape)[index][:, index]
         inactive = (sample.activity(i)[0].flatten() <= 0).nonzero().squeeze(1)
         values = _pulled_norms(sample, cut, i, active_gram, index, inactive, max_memory)
         norms[i][row].view(-1)[inactive] = values
