@@ -97,7 +97,8 @@ def bench_model(name, model, frames, device, repeats, naive_repeats) -> dict:
     for method in BASELINES:
         row[f"{method}_s"] = median_time(lambda m=method: ri.attribute(model, one, m), device, repeats)
     row["insens_s"] = median_time(lambda: ri.insens(model, one), device, repeats)
-    row["insens_batch_per_frame_s"] = median_time(lambda: ri.insens(model, batch), device, max(1, repeats // 2)) / len(frames)
+    batched = median_time(lambda: ri.insens(model, batch), device, max(1, repeats // 2))
+    row["insens_batch_per_frame_s"] = batched / len(frames)
     row["insens_gflop"] = flops(lambda: ri.insens(model, one)) / 1e9
     row["insens_gflops_per_s"] = row["insens_gflop"] / row["insens_s"]
     naive = {}
