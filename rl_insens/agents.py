@@ -6,7 +6,12 @@ shipped agent was trained with, and they are written into every agent's model ca
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import torch
@@ -88,3 +93,215 @@ class RLNetExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.trunk(observations)
+
+
+# ----- agents ------------------------------------------------------------------------------
+POLICY_FILE, CARD_FILE = "policy.pt", "card.json"
+
+
+@dataclass
+class Agent:
+    """A policy ready for inspection.
+
+    ``network`` maps stacked float frames in [0, 1] (``[B, 4, 84, 84]``) to one score per action
+    (policy logits, or Q-values for DQN agents) and is a plain chain the engine accepts. The
+    division by 255 happens in :meth:`preprocess`, outside the network, so that attributions are
+    with respect to the frames the policy sees.
+    """
+
+    network: nn.Module
+    action_meanings: list[str]
+    kind: str
+    value_network: nn.Module | None = None
+    card: dict | None = None
+    scale: float = 1 / 255
+
+    @property
+    def observation_shape(self) -> tuple[int, ...]:
+        shape = (self.card or {}).get("observation_shape", PONG_OBSERVATION_SHAPE)
+        return tuple(shape)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def to(self, device) -> Agent:
+        self.network.to(device)
+        if self.value_network is not None:
+            self.value_network.to(device)
+        return self
+
+    def preprocess(self, observations) -> torch.Tensor:
+        """uint8 observations as the environment gives them to floats for the network."""
+        x = torch.as_tensor(observations, device=self.device)
+        if x.dim() == len(self.observation_shape):
+            x = x.unsqueeze(0)
+        if tuple(x.shape[1:]) != self.observation_shape:
+            raise ValueError(f"observation of shape {list(x.shape[1:])} does not fit this agent, "
+                             f"which takes {list(self.observation_shape)}")
+        return x.float() * self.scale
+
+    @torch.no_grad()
+    def act(self, observation) -> int:
+        """Greedy action for one stacked observation as the environment returns it."""
+        return int(self.network(self.preprocess(observation)).argmax(1)[0])
+
+
+def _rlnet_from_policy(policy) -> tuple[RLNet, nn.Module]:
+    """Our PPO policies: RLNET itself, its output layer being SB3's action head."""
+    net = RLNet(policy.action_net.out_features)
+    layers = list(net.children())
+    for ours, theirs in zip(layers[:-1], policy.features_extractor.trunk, strict=True):
+        ours.load_state_dict(theirs.state_dict())
+    layers[-1].load_state_dict(policy.action_net.state_dict())
+    return net.eval(), _with_head(net, policy.value_net).eval()
+
+
+def _with_head(net: RLNet, head: nn.Module) -> nn.Sequential:
+    """RLNET's trunk (copied) under another output layer: the value network."""
+    return nn.Sequential(*[copy_module(layer) for layer in list(net.children())[:-1]], copy_module(head))
+
+
+def copy_module(module: nn.Module) -> nn.Module:
+    return copy.deepcopy(module)
+
+
+def _sb3_network(policy) -> tuple[nn.Module, nn.Module | None, str]:
+    """The score network of an SB3 policy (actor-critic, DQN or QR-DQN), as a plain chain."""
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    if isinstance(policy, ActorCriticPolicy):
+        if isinstance(policy.features_extractor, RLNetExtractor):
+            net, value = _rlnet_from_policy(policy)
+            return net, value, "actor-critic"
+        extractor = copy_module(policy.pi_features_extractor)
+        head = copy_module(policy.action_net)
+        net = nn.Sequential(extractor, copy_module(policy.mlp_extractor.policy_net), head)
+        value_extractor = copy_module(policy.vf_features_extractor)
+        value = nn.Sequential(value_extractor, copy_module(policy.mlp_extractor.value_net),
+                              copy_module(policy.value_net))
+        return net, value, "actor-critic"
+    if hasattr(policy, "q_net") and hasattr(policy.q_net, "q_net"):  # DQN
+        q = policy.q_net
+        return nn.Sequential(copy_module(q.features_extractor), copy_module(q.q_net)), None, "q-values"
+    if hasattr(policy, "quantile_net"):  # QR-DQN: Q is the mean over quantiles, a linear map
+        q = policy.quantile_net
+        layers = list(copy_module(q.quantile_net))
+        last = layers[-1]
+        n_quantiles = q.n_quantiles
+        n_actions = last.out_features // n_quantiles
+        mean = nn.Linear(last.in_features, n_actions)
+        # SB3-contrib lays the outputs out as (quantile, action).
+        mean.weight.data = last.weight.data.view(n_quantiles, n_actions, -1).mean(0)
+        mean.bias.data = last.bias.data.view(n_quantiles, n_actions).mean(0)
+        return nn.Sequential(copy_module(q.features_extractor), *layers[:-1], mean), None, "q-values"
+    raise ValueError(f"unsupported stable-baselines3 policy {type(policy).__name__}; "
+                     "expected PPO/A2C (actor-critic), DQN or QR-DQN")
+
+
+def action_meanings(n_actions: int) -> list[str]:
+    """ALE's names for Pong's actions: all 18, or the minimal set of 6."""
+    import ale_py
+
+    gym.register_envs(ale_py)
+    env = gym.make("ALE/Pong-v5", full_action_space=n_actions == 18)
+    try:
+        meanings = env.unwrapped.get_action_meanings()
+    finally:
+        env.close()
+    return meanings if len(meanings) == n_actions else [f"action {i}" for i in range(n_actions)]
+
+
+def _load_sb3_zip(path: Path) -> Agent:
+    import zipfile
+
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    try:
+        data, params, _ = load_from_zip_file(path, device="cpu")
+    except (zipfile.BadZipFile, KeyError, EOFError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path} is not a readable stable-baselines3 agent: {error}") from None
+    if data is None or "policy_class" not in data:
+        raise ValueError(f"{path} holds no stable-baselines3 policy")
+    space = data["observation_space"]
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 3:
+        raise ValueError(f"{path} is not an Atari agent: its observations are {space}, "
+                         "not stacked image frames")
+    kwargs = data.get("policy_kwargs", {})
+    policy = data["policy_class"](space, data["action_space"], lambda _: 0.0, **kwargs)
+    policy.load_state_dict(params["policy"])
+    policy.eval()
+    network, value, kind = _sb3_network(policy)
+    network.eval()
+    if value is not None:
+        value.eval()
+    from .engine import read_chain
+
+    read_chain(network, tuple(space.shape))  # non-ReLU or non-chain networks fail here, by name
+    n_actions = int(data["action_space"].n)
+    scale = 1 / 255 if getattr(policy, "normalize_images", True) else 1.0
+    card = {"source": str(path), "observation_shape": list(space.shape), "n_actions": n_actions}
+    return Agent(network, action_meanings(n_actions), kind, value, card, scale)
+
+
+def _load_rl_insens_dir(path: Path) -> Agent:
+    card_path, weights_path = path / CARD_FILE, path / POLICY_FILE
+    if not card_path.exists() or not weights_path.exists():
+        raise FileNotFoundError(
+            f"{path} is not an rl-insens agent directory: it needs {CARD_FILE} and {POLICY_FILE}")
+    card = json.loads(card_path.read_text())
+    digest = sha256_of(weights_path)
+    if card.get("weights_sha256") not in (None, digest):
+        raise ValueError(f"{weights_path} does not match its model card (sha256 {digest})")
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    network = RLNet(card.get("n_actions", 18))
+    network.load_state_dict(state["rlnet"])
+    value = None
+    if "value_head" in state:
+        head = nn.Linear(512, 1)
+        head.load_state_dict(state["value_head"])
+        value = _with_head(network, head)
+    meanings = card.get("action_meanings") or action_meanings(network.n_actions)
+    return Agent(network.eval(), meanings, "actor-critic", value.eval() if value else None, card)
+
+
+def load_agent(path: str | Path) -> Agent:
+    """Load an agent: an rl-insens agent directory, or a stable-baselines3 ``.zip``.
+
+    SB3 agents may be PPO or A2C (their policy head), DQN (the Q-network) or QR-DQN (the mean
+    over quantiles), with Atari CNN policies; their network is rebuilt as a plain chain of
+    layers the engine accepts.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no agent at {path}")
+    if path.is_dir():
+        return _load_rl_insens_dir(path)
+    return _load_sb3_zip(path)
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_agent(policy, out_dir: str | Path, card: dict) -> Path:
+    """Write an rl-insens agent directory from one of our SB3 PPO policies.
+
+    Weights only (RLNET and the value head, no optimiser state), then the model card with
+    their sha256; both are written under temporary names and renamed, so a crash leaves the
+    previous agent intact.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net, _ = _rlnet_from_policy(policy)
+    weights = out_dir / POLICY_FILE
+    tmp = weights.with_suffix(".tmp")
+    torch.save({"rlnet": net.state_dict(), "value_head": policy.value_net.state_dict()}, tmp)
+    card = {**card, "n_actions": net.n_actions, "observation_shape": list(PONG_OBSERVATION_SHAPE),
+            "weights_file": POLICY_FILE, "weights_sha256": sha256_of(tmp)}
+    card.setdefault("action_meanings", action_meanings(net.n_actions))
+    card_tmp = out_dir / (CARD_FILE + ".tmp")
+    card_tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, weights)
+    os.replace(card_tmp, out_dir / CARD_FILE)
+    return out_dir

@@ -118,6 +118,7 @@ class TrainingMonitor(BaseCallback):
         self.save_checkpoint()
         self.bar.close()
         self.csv_file.close()
+        plot_learning_curve(self.csv_path, Path(self.cfg.out_dir) / "learning_curve.png")
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> PPO:
@@ -174,3 +175,73 @@ def train(cfg: TrainConfig, resume: bool = False) -> PPO:
 
 def _raise_keyboard_interrupt(*_) -> None:
     raise KeyboardInterrupt
+
+
+def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20) -> None:
+    """Episode returns against agent steps, with a moving mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, returns = [], []
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            steps.append(int(row["step"]))
+            returns.append(float(row["return"]))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, returns, ".", alpha=0.25, label="episode return")
+    if len(returns) >= window:
+        mean = np.convolve(returns, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], mean, label=f"mean of {window}")
+    ax.set(xlabel="agent steps", ylabel="return", title="RLNET on Pong, PPO training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = png_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def training_wall_time(csv_path: Path) -> float:
+    """Seconds between the first and last logged episode, summed over resumed segments."""
+    times = []
+    with open(csv_path) as f:
+        times = [float(row["wall_time"]) for row in csv.DictReader(f)]
+    gaps = np.diff(times) if len(times) > 1 else np.array([])
+    return float(gaps[gaps < 600].sum())  # a gap of over 10 minutes is a pause between sessions
+
+
+def export_agent(
+    cfg: TrainConfig, agent_dir: str | Path, eval_episodes: int = 10, eval_seed: int = 1000
+) -> dict:
+    """Ship the checkpoint as an rl-insens agent: weights, model card with scores, curve."""
+    from .agents import load_agent, save_agent
+    from .evaluate import play_episodes, summary
+
+    model = PPO.load(cfg.resume_path, device="cpu")
+    agent_dir = Path(agent_dir)
+    csv_path = Path(cfg.out_dir) / "episodes.csv"
+    card = {
+        "name": "RLNET Pong (PPO)",
+        "environment": cfg.env_settings,
+        "algorithm": "PPO (stable-baselines3)",
+        "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "env_settings")},
+        "steps_trained": int(model.num_timesteps),
+        "wall_time_hours": round(training_wall_time(csv_path) / 3600, 2) if csv_path.exists() else None,
+        "preprocessing_note": "network input: uint8 frames / 255 (Agent.preprocess), shape (4, 84, 84)",
+    }
+    save_agent(model.policy, agent_dir, card)
+    agent = load_agent(agent_dir)
+    seeds = list(range(eval_seed, eval_seed + eval_episodes))
+    sticky = {**cfg.env_settings, "repeat_action_probability": 0.25}
+    card["evaluation"] = {
+        "protocol": f"{eval_episodes} episodes, greedy actions, reset seeds {seeds[0]}..{seeds[-1]}",
+        "training_setting": summary(play_episodes(agent, seeds, **cfg.env_settings)),
+        "sticky_actions_0.25": summary(play_episodes(agent, seeds, **sticky)),
+    }
+    save_agent(model.policy, agent_dir, card)
+    if csv_path.exists():
+        plot_learning_curve(csv_path, agent_dir / "learning_curve.png")
+    return card

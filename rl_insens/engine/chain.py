@@ -110,7 +110,9 @@ def read_chain(model: nn.Module, in_shape: tuple[int, ...], device=None) -> Chai
 
         return hook
 
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    # Leaves do the work; an empty container just hands its input on.
+    leaves = [(n, m) for n, m in model.named_modules()
+              if not list(m.children()) and not isinstance(m, (nn.Sequential, nn.ModuleList))]
     hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in leaves]
     if not leaves:
         raise UnsupportedModelError("model has no layers")

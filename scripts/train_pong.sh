@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Resume training the shipped Pong agent in the background-friendly way: niced, 2 threads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec nice -n 15 .venv/bin/rl-insens train --resume --total-steps 4000000 --threads 2 "$@"

@@ -1,0 +1,153 @@
+"""Loading agents: ours and stable-baselines3 zips of each supported kind, and their errors."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import A2C, DQN, PPO
+
+import rl_insens as ri
+from rl_insens.agents import RLNetExtractor, load_agent, save_agent
+
+
+class FakeAtari(gym.Env):
+    """Stacked 84x84 uint8 frames of noise: enough to build and query an Atari policy."""
+
+    observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+
+    def __init__(self, n_actions: int = 6) -> None:
+        self.action_space = gym.spaces.Discrete(n_actions)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def observations(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8)
+
+
+def sb3_scores(model, obs):
+    """SB3's own action scores: probabilities (actor-critic) or Q-values."""
+    policy = model.policy
+    tensor, _ = policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        if hasattr(policy, "get_distribution"):
+            return policy.get_distribution(tensor).distribution.probs
+        if hasattr(policy, "quantile_net"):
+            return policy.quantile_net(tensor).mean(1)
+        return policy.q_net(tensor)
+
+
+def agent_scores(agent, obs):
+    with torch.no_grad():
+        scores = agent.network(agent.preprocess(obs))
+    return scores.softmax(1) if agent.kind == "actor-critic" else scores
+
+
+def make_models():
+    env = FakeAtari()
+    models = {
+        "ppo": lambda: PPO("CnnPolicy", env, n_steps=16, seed=0),
+        "a2c": lambda: A2C("CnnPolicy", env, n_steps=4, seed=0),
+        "dqn": lambda: DQN("CnnPolicy", env, buffer_size=100, learning_starts=10, seed=0),
+        "ppo_rlnet": lambda: PPO("CnnPolicy", FakeAtari(18), n_steps=16, seed=0,
+                                 policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[])),
+    }
+    try:
+        from sb3_contrib import QRDQN
+
+        models["qrdqn"] = lambda: QRDQN("CnnPolicy", env, buffer_size=100, learning_starts=10, seed=0)
+    except ImportError:
+        pass
+    return models
+
+
+@pytest.mark.parametrize("kind", ["ppo", "a2c", "dqn", "qrdqn", "ppo_rlnet"])
+def test_sb3_zip_gives_sb3s_outputs_and_actions(kind, tmp_path):
+    models = make_models()
+    if kind not in models:
+        pytest.skip("sb3-contrib is not installed")
+    model = models[kind]()
+    model.save(tmp_path / "agent.zip")
+    agent = load_agent(tmp_path / "agent.zip")
+    obs = observations()
+    assert torch.allclose(agent_scores(agent, obs), sb3_scores(model, obs), atol=1e-5)
+    actions, _ = model.predict(obs, deterministic=True)
+    assert [agent.act(o) for o in obs] == list(actions)
+    ri.engine.read_chain(agent.network, (4, 84, 84))  # the engine accepts it
+    assert len(agent.action_meanings) == model.action_space.n
+
+
+def test_rl_insens_agent_directory_round_trip(tmp_path):
+    model = make_models()["ppo_rlnet"]()
+    save_agent(model.policy, tmp_path / "agent", {"note": "untrained"})
+    agent = load_agent(tmp_path / "agent")
+    assert isinstance(agent.network, ri.RLNet)
+    obs = observations()
+    assert torch.allclose(agent_scores(agent, obs), sb3_scores(model, obs), atol=1e-5)
+    tensor, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        value = model.policy.predict_values(tensor)
+        assert torch.allclose(agent.value_network(agent.preprocess(obs)), value, atol=1e-5)
+    assert agent.card["weights_sha256"] == ri.agents.sha256_of(tmp_path / "agent" / "policy.pt")
+    assert agent.action_meanings[:3] == ["NOOP", "FIRE", "UP"]
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    save_agent(make_models()["ppo_rlnet"]().policy, tmp_path / "agent", {})
+    weights = tmp_path / "agent" / "policy.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its model card"):
+        load_agent(tmp_path / "agent")
+
+
+def test_missing_and_corrupt_agents(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no agent at"):
+        load_agent(tmp_path / "nothing.zip")
+    (tmp_path / "broken.zip").write_bytes(b"not a zip at all")
+    with pytest.raises(ValueError, match="not a readable stable-baselines3 agent"):
+        load_agent(tmp_path / "broken.zip")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="card.json"):
+        load_agent(tmp_path / "empty")
+
+
+def test_non_atari_agent_is_refused(tmp_path):
+    PPO("MlpPolicy", "CartPole-v1", n_steps=16).save(tmp_path / "cartpole.zip")
+    with pytest.raises(ValueError, match="not an Atari agent"):
+        load_agent(tmp_path / "cartpole.zip")
+
+
+def test_non_relu_agent_is_refused(tmp_path):
+    model = PPO("CnnPolicy", FakeAtari(), n_steps=16, policy_kwargs=dict(net_arch=[32]))  # Tanh MLP
+    model.save(tmp_path / "tanh.zip")
+    with pytest.raises(ri.UnsupportedModelError, match="Tanh"):
+        load_agent(tmp_path / "tanh.zip")
+
+
+def test_observation_that_does_not_fit(tmp_path):
+    agent = ri.agents.Agent(ri.RLNet().eval(), ["a"] * 18, "actor-critic")
+    with pytest.raises(ValueError, match="does not fit this agent"):
+        agent.act(np.zeros((4, 80, 80), np.uint8))
+
+
+def test_training_smoke_run_checkpoints_and_resumes(tmp_path):
+    from rl_insens.train import TrainConfig, plot_learning_curve, train
+
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), total_steps=10_000, stop_at=128, n_envs=2, n_steps=32,
+                      batch_size=32, checkpoint_every=64, subprocess_envs=False)
+    first = train(cfg)
+    assert first.num_timesteps >= 128 and cfg.resume_path.exists()
+    cfg.stop_at = 256
+    second = train(cfg, resume=True)
+    assert second.num_timesteps >= 256
+    assert (tmp_path / "run" / "learning_curve.png").exists()
+    assert (tmp_path / "run" / "episodes.csv").read_text().startswith("step,return,length,wall_time")
+    plot_learning_curve(tmp_path / "run" / "episodes.csv", tmp_path / "curve.png")
