@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .attribution import METHODS
+
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
 
@@ -88,6 +90,37 @@ def evaluate(agent_path, episodes, seed, sticky, json_out):
     click.echo(f"scores: {result['scores']}")
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.option("--agent", "agent_path", default=str(DEFAULT_AGENT), show_default=True,
+              help="rl-insens agent directory or stable-baselines3 .zip")
+@click.option("--episodes", default=1, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="Cap on agent steps per episode.")
+@click.option("--seed", default=0, show_default=True, help="Episode i resets with seed SEED + i.")
+@click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
+@click.option("--every", default=1, show_default=True, help="Compute maps every K-th step.")
+@click.option("--fps", default=30, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("recordings/pong.mp4"),
+              show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--layout", type=click.Choice(["methods", "stack"]), default="methods", show_default=True,
+              help="methods: screen and one panel per method; stack: Insens on each of the 4 frames.")
+@click.option("--batch", default=16, show_default=True, help="Frames per batched attribution call.")
+def record(agent_path, episodes, max_steps, seed, methods, every, fps, out, device, layout, batch):
+    """Record an annotated side-by-side video of an agent playing Pong."""
+    from .record import record as run
+
+    try:
+        result = run(agent_path, out, episodes=episodes, max_steps=max_steps, seed=seed,
+                     methods=[m.strip() for m in methods.split(",") if m.strip()], every=every, fps=fps,
+                     device=device, layout=layout, batch=batch)
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    click.echo(f"video: {result.video}\ncontact sheet: {result.contact_sheet}\nrun data: {result.run_dir}")
+    if result.interrupted:
+        click.echo(f"interrupted after {result.steps} steps; the video holds the frames so far", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

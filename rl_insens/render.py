@@ -1,0 +1,121 @@
+"""Pictures from arrays: heatmap colours, panels, legends and captions. Arrays in, arrays out.
+
+The colours are the paper's: red for positive values, blue for negative, and the game screen
+showing through where a map is zero. Each map is scaled symmetrically by a robust magnitude
+(a high percentile of |value|), smoothed over time so that a video does not flicker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+POSITIVE = np.array([220, 30, 30], np.float32)  # red
+NEGATIVE = np.array([30, 60, 220], np.float32)  # blue
+SCALE_PERCENTILE = 99.5
+SMOOTHING = 0.8
+"""Weight of the previous scale in the moving scale (0: none)."""
+PANEL_ZOOM = 2
+SCREEN_SHAPE = (210, 160)
+"""Height and width of the Atari screen the 84x84 observations were resized from."""
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+CAPTION_HEIGHT = 46
+TITLE_HEIGHT = 22
+LEGEND_HEIGHT = 26
+
+
+def robust_scale(values: np.ndarray) -> float:
+    """A symmetric scale for a map: a high percentile of its magnitudes (never zero)."""
+    magnitude = np.abs(values)
+    scale = float(np.percentile(magnitude, SCALE_PERCENTILE)) if magnitude.size else 0.0
+    return scale if scale > 0 else float(magnitude.max()) or 1.0
+
+
+@dataclass
+class SmoothScale:
+    """The scale of one method's maps, moving smoothly from frame to frame."""
+
+    weight: float = SMOOTHING
+    value: float | None = field(default=None)
+
+    def update(self, values: np.ndarray) -> float:
+        scale = robust_scale(values)
+        self.value = scale if self.value is None else self.weight * self.value + (1 - self.weight) * scale
+        return self.value
+
+
+def to_screen(image: np.ndarray) -> np.ndarray:
+    """An 84x84 map or frame stretched back onto the 210x160 game screen."""
+    return cv2.resize(image.astype(np.float32), SCREEN_SHAPE[::-1], interpolation=cv2.INTER_LINEAR)
+
+
+def overlay(background: np.ndarray, values: np.ndarray, scale: float) -> np.ndarray:
+    """Colour ``values`` (same height/width as ``background``, an RGB uint8 image) over it."""
+    strength = np.clip(values / scale, -1, 1)[..., None]
+    base = background.astype(np.float32)
+    colour = np.where(strength > 0, POSITIVE, NEGATIVE)
+    return (base + np.abs(strength) * (colour - base)).astype(np.uint8)
+
+
+def dim(rgb: np.ndarray, amount: float = 0.55) -> np.ndarray:
+    """A paler, grey version of a screen, so that the colours of a map stand out on it."""
+    grey = rgb.astype(np.float32).mean(-1, keepdims=True)
+    return (255 - amount * (255 - grey)).repeat(3, -1).astype(np.uint8)
+
+
+def zoom(image: np.ndarray, factor: int = PANEL_ZOOM) -> np.ndarray:
+    return cv2.resize(image, (image.shape[1] * factor, image.shape[0] * factor),
+                      interpolation=cv2.INTER_NEAREST)
+
+
+def titled(image: np.ndarray, title: str) -> np.ndarray:
+    bar = np.full((TITLE_HEIGHT, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, title, (6, 16), FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, image])
+
+
+def legend(width: int, scale: float | None) -> np.ndarray:
+    """A blue-white-red bar labelled with the symmetric scale of the panel above it."""
+    bar = np.full((LEGEND_HEIGHT, width, 3), 255, np.uint8)
+    if scale is None:
+        return bar
+    ramp = np.linspace(-1, 1, width - 120)[None].repeat(8, 0)
+    bar[4:12, 60:width - 60] = overlay(np.full((8, width - 120, 3), 255, np.uint8), ramp, 1.0)
+    for text, x in ((f"-{scale:.1e}", 2), ("0", width // 2 - 4), (f"+{scale:.1e}", width - 58)):
+        cv2.putText(bar, text, (x, 23), FONT, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
+
+
+def panel(background: np.ndarray, values: np.ndarray | None, scale: float | None, title: str) -> np.ndarray:
+    """One video panel: a title, the screen with the map over it, a legend."""
+    image = background if values is None else overlay(background, values, scale)
+    image = zoom(image)
+    bar = legend(image.shape[1], None if values is None else scale)
+    return np.concatenate([titled(image, title), bar])
+
+
+def caption(width: int, lines: list[str]) -> np.ndarray:
+    strip = np.full((CAPTION_HEIGHT, width, 3), 245, np.uint8)
+    for i, line in enumerate(lines[:2]):
+        cv2.putText(strip, line, (8, 18 + 20 * i), FONT, 0.55, (20, 20, 20), 1, cv2.LINE_AA)
+    return strip
+
+
+def side_by_side(panels: list[np.ndarray], lines: list[str]) -> np.ndarray:
+    """Panels in a row above a caption strip; height and width even, as H.264 wants."""
+    row = np.concatenate(panels, axis=1)
+    frame = np.concatenate([row, caption(row.shape[1], lines)])
+    h, w = frame.shape[:2]
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), constant_values=255)
+
+
+def contact_sheet(frames: list[np.ndarray], columns: int = 1, width: int = 900) -> np.ndarray:
+    """Frames in a grid, each shrunk to ``width`` pixels, for a quick look at a whole video."""
+    size = (width, round(frames[0].shape[0] * width / frames[0].shape[1]))
+    small = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
+    while len(small) % columns:
+        small.append(np.full_like(small[0], 255))
+    rows = [np.concatenate(small[i:i + columns], axis=1) for i in range(0, len(small), columns)]
+    return np.concatenate(rows)

@@ -1,0 +1,121 @@
+"""A Gymnasium wrapper that shows, at every step, what the agent's network does there.
+
+It changes nothing of the environment: observations, rewards and termination pass through.
+It only adds ``info["inspection"]``, computed on the observation the agent acts on next.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from .agents import Agent, load_agent
+from .attribution import METHODS, attribute
+from .engine import neuron_state
+
+DEFAULT_METHODS = tuple(METHODS)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_methods(methods) -> tuple[str, ...]:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown attribution method(s) {unknown}; choose from {sorted(METHODS)}")
+    return tuple(methods)
+
+
+@dataclass
+class Inspection:
+    """What the network did on one observation."""
+
+    logits: np.ndarray
+    action_probs: np.ndarray
+    action: int
+    value: float | None
+    active_fraction: float
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    """Attribution maps, each of the observation's shape (absent on skipped steps)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Compute time of each method for the whole batch the frame was part of, divided evenly."""
+
+
+def inspect_frames(agent: Agent, observations, methods, with_maps=None) -> list[Inspection]:
+    """Policy outputs for a batch of observations, and maps where ``with_maps`` is true.
+
+    All methods run batched over the frames that need maps.
+    """
+    x = agent.preprocess(np.asarray(observations))
+    with torch.no_grad():
+        logits = agent.network(x)
+        values = agent.value_network(x)[:, 0].cpu().numpy() if agent.value_network is not None else None
+    probs = logits.softmax(1) if agent.kind == "actor-critic" else torch.nn.functional.one_hot(
+        logits.argmax(1), logits.shape[1]).float()
+    active = neuron_state(agent.network, x).active_fraction.cpu().numpy()
+    results = [
+        Inspection(logits[i].cpu().numpy(), probs[i].cpu().numpy(), int(logits[i].argmax()),
+                   None if values is None else float(values[i]), float(active[i]))
+        for i in range(len(x))
+    ]
+    chosen = [i for i in range(len(x)) if with_maps is None or with_maps[i]]
+    if chosen:
+        target = logits.argmax(1)[chosen]
+        for method in methods:
+            start = time.perf_counter()
+            maps = attribute(agent.network, x[chosen], method, target=target)
+            if x.is_cuda:
+                torch.cuda.synchronize()
+            elapsed = (time.perf_counter() - start) / len(chosen)
+            for j, i in enumerate(chosen):
+                results[i].maps[method] = maps[j].cpu().numpy()
+                results[i].seconds[method] = elapsed
+    return results
+
+
+class InsensWrapper(gym.Wrapper):
+    """Adds ``info["inspection"]`` (an :class:`Inspection`) on ``reset`` and ``step``.
+
+    >>> env = InsensWrapper(ri.make_pong_env(), ri.load_agent("agents/pong_rlnet"))
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(info["inspection"].action)
+
+    ``every=K`` computes the attribution maps on every K-th step only (the policy outputs on
+    every step); ``device="auto"`` runs the network and the engine on CUDA when there is one.
+    """
+
+    def __init__(self, env: gym.Env, agent: Agent | str, methods=DEFAULT_METHODS, device: str = "auto",
+                 every: int = 1) -> None:
+        super().__init__(env)
+        self.agent = (load_agent(agent) if isinstance(agent, str) else agent).to(resolve_device(device))
+        self.methods = check_methods(methods)
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        space = env.observation_space
+        if tuple(space.shape) != self.agent.observation_shape:
+            raise ValueError(f"the environment's observations have shape {space.shape}; the agent's "
+                             f"network takes {self.agent.observation_shape}")
+        self.every, self.steps = every, 0
+
+    def _inspect(self, observation) -> Inspection:
+        with_maps = [self.steps % self.every == 0]
+        return inspect_frames(self.agent, observation[None], self.methods, with_maps)[0]
+
+    def reset(self, **kwargs):
+        observation, info = self.env.reset(**kwargs)
+        self.steps = 0
+        return observation, {**info, "inspection": self._inspect(observation)}
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if not (terminated or truncated):
+            info = {**info, "inspection": self._inspect(observation)}
+        return observation, reward, terminated, truncated, info

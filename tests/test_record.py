@@ -1,0 +1,125 @@
+"""The wrapper leaves the game alone; the recorder writes playable videos and run data."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import rl_insens as ri
+import rl_insens.render
+from rl_insens.agents import Agent
+from rl_insens.cli import main as cli
+from rl_insens.record import record
+from rl_insens.wrapper import InsensWrapper
+
+FAST_METHODS = ("insens", "gradient", "lrp_epsilon")
+
+
+@pytest.fixture(scope="module")
+def agent():
+    torch.manual_seed(0)
+    return Agent(ri.RLNet().eval(), [f"a{i}" for i in range(18)], "actor-critic")
+
+
+def test_wrapper_keeps_the_trajectory(agent):
+    actions = [0, 2, 3, 2, 5, 1, 4, 3]
+    plain, wrapped = ri.make_pong_env(), InsensWrapper(ri.make_pong_env(), agent, methods=FAST_METHODS)
+    obs_a, _ = plain.reset(seed=3)
+    obs_b, info = wrapped.reset(seed=3)
+    assert np.array_equal(obs_a, obs_b)
+    inspection = info["inspection"]
+    assert set(inspection.maps) == set(FAST_METHODS)
+    assert all(m.shape == (4, 84, 84) and np.isfinite(m).all() for m in inspection.maps.values())
+    assert inspection.action_probs.shape == (18,) and 0 < inspection.active_fraction < 1
+    for action in actions:
+        a, b = plain.step(action), wrapped.step(action)
+        assert np.array_equal(a[0], b[0]) and a[1:4] == b[1:4]
+        assert "inspection" in b[4]
+
+
+def test_wrapper_every_k_steps(agent):
+    env = InsensWrapper(ri.make_pong_env(), agent, methods=("gradient",), every=3)
+    _, info = env.reset(seed=0)
+    with_maps = [bool(info["inspection"].maps)]
+    for _ in range(5):
+        with_maps.append(bool(env.step(0)[4]["inspection"].maps))
+    assert with_maps == [True, False, False, True, False, False]
+
+
+def test_wrapper_refuses_misfit_environment(agent):
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match="observations have shape"):
+        InsensWrapper(gym.make("CartPole-v1"), agent)
+    with pytest.raises(ValueError, match="unknown attribution method"):
+        InsensWrapper(ri.make_pong_env(), agent, methods=("lime",))
+
+
+def test_recording_decodes_to_the_expected_frames(agent, tmp_path):
+    result = record(agent, tmp_path / "v.mp4", max_steps=6, methods=FAST_METHODS, batch=4, progress=False)
+    frames = list(iio.imiter(result.video))
+    assert len(frames) == 6
+    panel_width = 160 * ri.render.PANEL_ZOOM
+    assert frames[0].shape[1] == panel_width * (1 + len(FAST_METHODS))
+    assert result.contact_sheet.exists() and not result.interrupted
+    run = json.loads((result.run_dir / "run.json").read_text())
+    assert run["complete"] and run["steps"] == 6 and len(run["chunks"]) == 2
+    steps = np.load(result.run_dir / "steps.npz")
+    assert steps["logits"].shape == (6, 18) and steps["fresh"].all()
+    chunk = np.load(result.run_dir / "chunks" / run["chunks"][0])
+    assert chunk["map_insens"].shape == (4, 4, 84, 84) and chunk["screens"].shape == (4, 210, 160, 3)
+    assert not list(tmp_path.glob("*partial*"))
+
+
+def test_stack_layout(agent, tmp_path):
+    result = record(agent, tmp_path / "s.mp4", max_steps=2, methods=("insens",), layout="stack",
+                    progress=False)
+    assert list(iio.imiter(result.video))[0].shape[1] == 160 * ri.render.PANEL_ZOOM * 5
+
+
+def test_interrupted_recording_leaves_a_playable_video(agent, tmp_path):
+    calls = {"n": 0}
+    real_act = agent.act
+
+    def act_then_interrupt(obs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real_act(obs)
+
+    agent.act = act_then_interrupt
+    try:
+        result = record(agent, tmp_path / "i.mp4", max_steps=50, methods=("gradient",), batch=2,
+                        progress=False)
+    finally:
+        agent.act = real_act
+    assert result.interrupted and result.steps == 5
+    assert len(list(iio.imiter(result.video))) == 5
+    assert not json.loads((result.run_dir / "run.json").read_text())["complete"]
+
+
+def test_cli_errors_exit_nonzero(tmp_path):
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["record", "--agent", str(tmp_path / "none"),
+                                  "--out", str(tmp_path / "x.mp4")])
+    assert missing.exit_code != 0 and "no agent at" in missing.output
+    from stable_baselines3 import PPO
+    from test_agents import FakeAtari
+
+    from rl_insens.agents import save_agent
+
+    save_agent(PPO("CnnPolicy", FakeAtari(18), n_steps=16, policy_kwargs=dict(
+        features_extractor_class=ri.agents.RLNetExtractor, net_arch=[])).policy, tmp_path / "agent", {})
+    unknown = runner.invoke(cli, ["record", "--agent", str(tmp_path / "agent"), "--methods", "lime",
+                                  "--out", str(tmp_path / "x.mp4")])
+    assert unknown.exit_code != 0 and "unknown attribution method" in unknown.output
+    badout = runner.invoke(cli, ["record", "--agent", str(tmp_path / "agent"),
+                                 "--out", str(tmp_path / "x.avi")])
+    assert badout.exit_code != 0 and ".mp4" in badout.output
+    ok = runner.invoke(cli, ["record", "--agent", str(tmp_path / "agent"), "--max-steps", "2",
+                             "--methods", "gradient", "--out", str(tmp_path / "ok.mp4")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "ok.mp4").exists()
