@@ -146,19 +146,21 @@ def _input_patches(x_shape: tuple[int, ...], batch: int, device) -> torch.Tensor
 
 
 def _conv_patches(P: torch.Tensor, geo: Geometry, new: Geometry, conv: nn.Conv2d, out_hw) -> torch.Tensor:
-    B, _, _, _, ci, ry, rx = P.shape
+    """Each output unit's patch: its kernel's weighted sum of the input units' shifted patches."""
+    B, C, H, W, ci, ry, rx = P.shape
     (ph, pw), (sh, sw), (dh, dw) = _pair(conv.padding), _pair(conv.stride), _pair(conv.dilation)
     P = F.pad(P, (0, 0, 0, 0, 0, 0, pw, pw, ph, ph)) if ph or pw else P
+    channels_last = P.permute(0, 2, 3, 4, 5, 6, 1).contiguous()  # the products contract channels
     ho, wo = out_hw
-    out = P.new_zeros(B, conv.out_channels, ho, wo, ci, *new.size)
     kh, kw = _pair(conv.kernel_size)
+    out = P.new_zeros(B, ho, wo, ci, *new.size, conv.out_channels)
+    rows, cols = sh * (ho - 1) + 1, sw * (wo - 1) + 1
     for a in range(kh):
         for b in range(kw):
-            taps = P[:, :, a * dh: a * dh + sh * (ho - 1) + 1: sh, b * dw: b * dw + sw * (wo - 1) + 1: sw]
+            taps = channels_last[:, a * dh: a * dh + rows: sh, b * dw: b * dw + cols: sw]
             y0, x0 = a * dh * geo.stride[0], b * dw * geo.stride[1]
-            weight = conv.weight[:, :, a, b]
-            out[..., y0:y0 + ry, x0:x0 + rx] += torch.einsum("oc,bchwixy->bohwixy", weight, taps)
-    return out
+            out[:, :, :, :, y0:y0 + ry, x0:x0 + rx] += taps @ conv.weight[:, :, a, b].T
+    return out.permute(0, 6, 1, 2, 3, 4, 5)
 
 
 def _first_conv_patches(P: torch.Tensor, conv: nn.Conv2d, new: Geometry, out_hw) -> torch.Tensor:
@@ -256,17 +258,19 @@ def _patch_blocks(P: torch.Tensor, geo: Geometry) -> dict[tuple[int, int], torch
     return blocks
 
 
-def _block_at(blocks, dy: int, dx: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor | None:
-    """K(q, q + δ) for positions q = (ys, xs) (zero outside), ``[len(ys), len(xs), C, C]``."""
-    if (dy, dx) in blocks:
-        block, transpose = blocks[dy, dx], False
-    elif (-dy, -dx) in blocks:
-        block, transpose, ys, xs = blocks[-dy, -dx], True, ys + dy, xs + dx
+def _block_at(padded, dy: int, dx: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor | None:
+    """K(q, q + δ) for positions q = (ys, xs) (zero outside), ``[len(ys), len(xs), C, C]``.
+
+    ``padded`` holds the blocks with one row and column of zeros around their positions.
+    """
+    if (dy, dx) in padded:
+        block, transpose = padded[dy, dx], False
+    elif (-dy, -dx) in padded:
+        block, transpose, ys, xs = padded[-dy, -dx], True, ys + dy, xs + dx
     else:
         return None
-    H, W = block.shape[:2]
-    padded = F.pad(block, (0, 0, 0, 0, 1, 1, 1, 1))  # index -1 and H read zeros
-    out = padded[(ys.clamp(-1, H) + 1)[:, None], (xs.clamp(-1, W) + 1)[None, :]]
+    H, W = block.shape[0] - 2, block.shape[1] - 2
+    out = block[(ys.clamp(-1, H) + 1)[:, None], (xs.clamp(-1, W) + 1)[None, :]]
     return out.transpose(-1, -2) if transpose else out
 
 
@@ -332,12 +336,13 @@ def _windowed_norms(blocks, cut_shape, conv: nn.Conv2d, padding) -> torch.Tensor
     device = conv.weight.device
     base_y = torch.arange(ho, device=device) * sh - top
     base_x = torch.arange(wo, device=device) * sw - left
+    padded = {key: F.pad(block, (0, 0, 0, 0, 1, 1, 1, 1)) for key, block in blocks.items()}
     taps = [(a, b) for a in range(kh) for b in range(kw)]
     out = conv.weight.new_zeros(ho, wo, conv.out_channels)
     for a, b in taps:
         w_here = conv.weight[:, :, a, b]  # [O, C]
         for a2, b2 in taps:
-            block = _block_at(blocks, dh * (a2 - a), dw * (b2 - b), base_y + dh * a, base_x + dw * b)
+            block = _block_at(padded, dh * (a2 - a), dw * (b2 - b), base_y + dh * a, base_x + dw * b)
             if block is not None:
                 out += ((w_here @ block) * conv.weight[:, :, a2, b2]).sum(-1)
     return out.permute(2, 0, 1)
