@@ -1,7 +1,7 @@
 """rl-insens: see why a ReLU policy acts, through its switched linear projections and Insens."""
 
 from . import bench
-from .agents import make_pong_env
+from .agents import load_agent, make_pong_env
 from .attribution import METHODS, attribute
 from .engine import (
     UnsupportedModelError,
@@ -10,7 +10,9 @@ from .engine import (
     neuron_state,
     switched_projection,
 )
+from .inspector import Inspector
 from .nets import RLNet, TwoConv
+from .wrapper import InsensWrapper
 
 __all__ = [
     "bench",
@@ -18,7 +20,10 @@ __all__ = [
     "RLNet",
     "TwoConv",
     "UnsupportedModelError",
+    "Inspector",
+    "InsensWrapper",
     "attribute",
+    "load_agent",
     "make_pong_env",
     "decompose",
     "insens",

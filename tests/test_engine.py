@@ -172,3 +172,23 @@ def test_batch_equals_one_by_one_on_rlnet():
     alone = torch.cat([ri.insens(model, x[i:i + 1]) for i in range(3)])
     assert torch.allclose(together, alone, atol=1e-7, rtol=1e-5)
     assert torch.allclose(ri.insens(model, x, max_memory=1 << 20), together, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,constructor,shape", CUT_NETS)
+def test_stability_margin_is_the_nearest_switching_hyperplane(name, constructor, shape):
+    model = build(constructor)
+    torch.manual_seed(4)
+    x = torch.randn(2, *shape)
+    margins, nearest = ri.engine.stability_margin(model, x)
+    chain = ri.engine.read_chain(model, shape)
+    for b in range(2):
+        distances = {}
+        for layer in chain.hidden_layers:
+            p = ri.switched_projection(model, x[b], layer)
+            norm = p.squared_norm
+            d = torch.where(norm > 0, p.activity.abs() / norm.sqrt(), float("inf"))
+            distances[layer] = d
+        expected = min(float(d.min()) for d in distances.values())
+        assert margins[b] == pytest.approx(expected, rel=1e-4)
+        layer, index = nearest[b]
+        assert float(distances[layer][index]) == pytest.approx(expected, rel=1e-4)

@@ -1,7 +1,7 @@
 """The switched-projection engine: torch only, nothing of environments, videos or training."""
 
 from .chain import Chain, UnsupportedModelError, read_chain
-from .insens import insens
+from .insens import insens, stability_margin
 from .projection import (
     LayerState,
     NeuronState,
@@ -23,5 +23,6 @@ __all__ = [
     "insens_reference",
     "neuron_state",
     "read_chain",
+    "stability_margin",
     "switched_projection",
 ]

@@ -45,3 +45,30 @@ def insens(model: nn.Module, x: torch.Tensor, max_memory: int = DEFAULT_MAX_MEMO
         return torch.zeros_like(x)
     net = SwitchedNetwork(chain, x)
     return insens_from_norms(net, squared_norms(net, max_memory))
+
+
+@torch.no_grad()
+def stability_margin(
+    model: nn.Module, x: torch.Tensor, max_memory: int = DEFAULT_MAX_MEMORY
+) -> tuple[torch.Tensor, list[tuple[str, int]]]:
+    """How far each input of the batch can move before the network's linear map changes.
+
+    The distance from x to hidden neuron i's switching hyperplane is |v_i| / ‖ŵ_i‖ (the
+    length of x − ĉ_i, eq. 6); the margin is the smallest over all hidden neurons whose ŵ
+    is not zero. Returns the margins ``[B]`` and, per sample, the nearest neuron as
+    ``(layer name, flat index)``.
+    """
+    chain = _chain_for(model, x, batched=True)
+    net = SwitchedNetwork(chain, x)
+    norms = squared_norms(net, max_memory, all_neurons=True)
+    best = torch.full((x.shape[0],), float("inf"), device=x.device)
+    nearest: list[tuple[str, int]] = [("", -1)] * x.shape[0]
+    for i in chain.hidden_indices:
+        norm = norms[i].flatten(1)
+        distance = net.activity(i).flatten(1).abs() / norm.sqrt()
+        distance = torch.where(norm > 0, distance, float("inf"))
+        value, index = distance.min(1)
+        for b in (value < best).nonzero().flatten().tolist():
+            nearest[b] = (chain.links[i].name, int(index[b]))
+        best = torch.minimum(best, value)
+    return best, nearest

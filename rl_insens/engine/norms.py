@@ -374,7 +374,8 @@ class _SampleView(SwitchedNetwork):
         self.activities = {k: v[row:row + 1] for k, v in net.activities.items()}
 
 
-def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: int, max_memory: int):
+def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: int, max_memory: int,
+               all_neurons: bool):
     chain = net.chain
     sample = _SampleView(net, row)
     cut_shape = chain.links[cut - 1].out_shape
@@ -397,16 +398,19 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: i
         elif active_gram is None:
             blocks = _patch_blocks(patches, geo) if blocks is None else blocks
             active_gram = _dense_gram(blocks, cut_shape)[index][:, index]
-        inactive = (sample.activity(i)[0].flatten() <= 0).nonzero().squeeze(1)
-        values = _pulled_norms(sample, cut, i, active_gram, index, inactive, max_memory)
-        norms[i][row].view(-1)[inactive] = values
+        activity = sample.activity(i)[0].flatten()
+        wanted = torch.arange(len(activity), device=activity.device) if all_neurons else (
+            (activity <= 0).nonzero().squeeze(1))
+        norms[i][row].view(-1)[wanted] = _pulled_norms(sample, cut, i, active_gram, index, wanted, max_memory)
 
 
-def squared_norms(net: SwitchedNetwork, max_memory: int, cut: int | None = None) -> dict[int, torch.Tensor]:
+def squared_norms(
+    net: SwitchedNetwork, max_memory: int, cut: int | None = None, all_neurons: bool = False
+) -> dict[int, torch.Tensor]:
     """‖ŵ_i‖² of the hidden neurons, ``{link index: [B, *out_shape]}``.
 
     Exact for every inactive neuron (v ≤ 0), which is all Insens needs; active neurons past
-    the cut may be left at zero.
+    the cut are left at zero unless ``all_neurons``.
     """
     chain = net.chain
     B = net.batch
@@ -428,7 +432,7 @@ def squared_norms(net: SwitchedNetwork, max_memory: int, cut: int | None = None)
         if cut > max(chain.hidden_indices):
             continue
         for j in range(rows.stop - rows.start):
-            _after_cut(net, cut, P[j], geo, norms, start + j, max_memory)
+            _after_cut(net, cut, P[j], geo, norms, start + j, max_memory, all_neurons)
     return norms
 
 
