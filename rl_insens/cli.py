@@ -123,5 +123,25 @@ def record(agent_path, episodes, max_steps, seed, methods, every, fps, out, devi
         sys.exit(130)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True)
+def view(run_dir, host, port):
+    """Serve a local web page over a run directory written by `rl-insens record`."""
+    from .viewer import serve
+
+    server = serve(run_dir, host, port)
+    if server.problem:
+        click.echo(f"warning: {server.problem} (the page will say so)", err=True)
+    click.echo(f"viewing {run_dir} at http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 if __name__ == "__main__":
     main()

@@ -24,6 +24,8 @@ from .agents import Agent, PongSettings, load_agent, make_pong_env
 from .wrapper import DEFAULT_METHODS, Inspection, check_methods, inspect_frames, resolve_device
 
 LAYOUTS = ("methods", "stack")
+AGENT_FILE = "agent.pt"
+"""The recorded agent's networks, so that a run directory can be inspected on its own."""
 CONTACT_FRAMES = 6
 
 
@@ -123,6 +125,7 @@ def record(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "chunks").mkdir(parents=True, exist_ok=True)
+    save_run_agent(agent, run_dir / AGENT_FILE)
     partial = out.with_name(out.stem + ".partial.mp4")
     writer = imageio.get_writer(partial, fps=fps, codec="libx264", quality=7, pixelformat="yuv420p",
                                 macro_block_size=2, ffmpeg_log_level="error")
@@ -199,6 +202,26 @@ def record(
     write_contact_sheet(out, sheet, len(log["t"]))
     _atomic_json(run_dir / "run.json", {**meta, "steps": len(log["t"]), "complete": not interrupted})
     return Recording(out, sheet, run_dir, len(log["t"]), interrupted)
+
+
+def save_run_agent(agent: Agent, path: Path) -> None:
+    import copy
+
+    import torch
+
+    value = None if agent.value_network is None else copy.deepcopy(agent.value_network).cpu()
+    tmp = path.with_suffix(".tmp")
+    torch.save({"network": copy.deepcopy(agent.network).cpu(), "value_network": value, "kind": agent.kind,
+                "action_meanings": agent.action_meanings, "scale": agent.scale, "card": agent.card}, tmp)
+    os.replace(tmp, path)
+
+
+def load_run_agent(path: Path) -> Agent:
+    import torch
+
+    data = torch.load(path, map_location="cpu", weights_only=False)  # written by save_run_agent
+    return Agent(data["network"].eval(), data["action_meanings"], data["kind"], data["value_network"],
+                 data["card"], data["scale"])
 
 
 def write_contact_sheet(video: Path, png: Path, n_frames: int, n: int = CONTACT_FRAMES) -> None:

@@ -1,0 +1,115 @@
+"""The viewer: its run data, its error pages, and the page itself in a real browser."""
+
+import json
+import shutil
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+import rl_insens as ri
+from rl_insens.agents import Agent
+from rl_insens.record import record
+from rl_insens.viewer import RunData, serve
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    net = ri.RLNet().eval()
+    for layer in (net.conv1, net.conv2, net.conv3, net.fc1):
+        layer.bias.data -= 0.03
+    agent = Agent(net, [f"a{i}" for i in range(18)], "actor-critic")
+    out = tmp_path_factory.mktemp("run") / "r.mp4"
+    return record(agent, out, max_steps=6, methods=("insens", "gradient"), batch=4, progress=False).run_dir
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    server = serve(run_dir, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_run_data(run_dir):
+    run = RunData(run_dir)
+    summary = run.summary()
+    assert summary["frames"] == 6 and summary["methods"] == ["insens", "gradient"]
+    assert summary["layers"] == {"conv1": 14112, "conv2": 3136, "conv3": 3136, "fc1": 512}
+    assert run.image(3, "insens").startswith(b"\x89PNG")
+    neuron = run.neuron(2, "conv3", 5)
+    assert len(neuron["images"]) == 4 and neuron["active"] == (neuron["activity"] > 0)
+    block = run.analysis_block(0)
+    x = torch.cat([run.observation(t) for t in range(6)])
+    margins, _ = ri.engine.stability_margin(run.agent.network, x)
+    assert np.allclose(block["margin"], margins.numpy(), rtol=1e-5)
+    assert block["switched"][0] == 0 and len(block["switched"]) == 6
+
+
+def test_api_and_bad_requests(server):
+    status, body = get(server + "/api/frame/2")
+    assert status == 200 and json.loads(body)["t"] == 2
+    assert get(server + "/api/frame/99")[0] == 400
+    status, body = get(server + "/api/neuron/0?layer=nope&index=0")
+    assert status == 400 and b"no hidden layer" in body
+    assert get(server + "/api/nothing")[0] == 404
+
+
+def test_missing_and_malformed_runs_get_an_error_page(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("{not json")
+    cases = ((tmp_path / "missing", b"no run directory"), (tmp_path / "bad", b"not a readable run"))
+    for path, message in cases:
+        server = serve(path, port=0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            status, body = get(f"http://127.0.0.1:{server.server_address[1]}/")
+            assert status == 200 and message in body and b"Traceback" not in body
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def test_page_in_a_real_browser(server, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("no Chromium here: install Debian's chromium package to run the browser test")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server + "/")
+        counter = page.locator("#frame-counter")
+        sync_api.expect(counter).to_have_text("frame 0 / 5")
+        page.wait_for_function("document.getElementById('img-insens').naturalWidth > 0")
+        first = page.get_attribute("#img-insens", "src")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        sync_api.expect(counter).to_have_text("frame 2 / 5")
+        assert page.get_attribute("#img-insens", "src") != first
+        page.wait_for_function("document.getElementById('img-insens').naturalWidth > 0")
+        page.select_option("#layer", "conv2")
+        page.fill("#neuron-index", "7")
+        page.click("#show-neuron")
+        sync_api.expect(page.locator(".neuron-image")).to_have_count(4)
+        assert "conv2[7] at frame 2" in page.text_content("#neuron-info")
+        page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "viewer.png").stat().st_size > 10_000
