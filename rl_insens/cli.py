@@ -70,26 +70,50 @@ def export_agent(train_dir, agent_dir, episodes):
 
 
 @main.command()
-@click.option("--agent", "agent_path", default=str(DEFAULT_AGENT), show_default=True)
-@click.option("--episodes", default=10, show_default=True)
-@click.option("--seed", default=1000, show_default=True, help="Episode i uses seed SEED + i.")
-@click.option("--sticky", is_flag=True, help="Sticky actions (repeat probability 0.25).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
-def evaluate(agent_path, episodes, seed, sticky, json_out):
-    """Play greedy episodes and report the scores."""
-    from .agents import load_agent
-    from .evaluate import play_episodes, summary
+@click.option("--agent", "agents", multiple=True, default=[str(DEFAULT_AGENT)], show_default=True,
+              help="Agent directory or SB3 zip; repeat for several agents.")
+@click.option("--episodes", default=10, show_default=True, help="Episodes per agent and seed.")
+@click.option("--seeds", "seeds", multiple=True, type=int, default=[0], show_default=True,
+              help="Repeat for several seeds.")
+@click.option("--workers", default=1, show_default=True, help="Parallel worker processes.")
+@click.option("--max-steps", type=int, default=None, help="Cap on agent steps per episode.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=Path("evaluation.json"),
+              show_default=True)
+@click.option("--csv", "csv_out", type=click.Path(path_type=Path), default=None)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run, skipping finished episodes.")
+def evaluate(agents, episodes, seeds, workers, max_steps, json_out, csv_out, resume):
+    """Play greedy episodes of one or more agents and report per-agent statistics."""
+    import csv
 
+    from .agents import load_agent
+    from .evaluate import Task, aggregate, run_tasks
+
+    for path in agents:
+        try:
+            load_agent(path)
+        except (FileNotFoundError, ValueError) as error:
+            fail(str(error))
+    tasks = [Task(a, s, e) for a in agents for s in seeds for e in range(episodes)]
+    results_path = json_out.with_suffix(".episodes.jsonl")
     try:
-        agent = load_agent(agent_path)
-    except (FileNotFoundError, ValueError) as error:
+        results = run_tasks(tasks, results_path, workers=workers, resume=resume, max_steps=max_steps)
+    except FileExistsError as error:
         fail(str(error))
-    settings = {"repeat_action_probability": 0.25} if sticky else {}
-    result = summary(play_episodes(agent, list(range(seed, seed + episodes)), **settings))
-    click.echo(f"mean {result['mean']:.2f} ± {result['std']:.2f} over {episodes} episodes")
-    click.echo(f"scores: {result['scores']}")
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2))
+    report = {"agents": aggregate(results), "episodes": results}
+    tmp = json_out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(json_out)
+    if csv_out:
+        with open(csv_out, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["agent", "seed", "episode", "env_seed", "return", "length", "seconds"])
+            for r in results:
+                writer.writerow([r["agent"], r["seed"], r["episode"], r["env_seed"], r["return"], r["length"],
+                                 r["seconds"]])
+    for agent, stats in report["agents"].items():
+        low, high = stats["ci95_return"]
+        click.echo(f"{agent}: mean return {stats['mean_return']:.2f} ± {stats['std_return']:.2f} "
+                   f"(95% CI {low:.2f}..{high:.2f}) over {stats['episodes']} episodes")
 
 
 @main.command()
@@ -141,6 +165,34 @@ def view(run_dir, host, port):
         pass
     finally:
         server.server_close()
+
+
+@main.command()
+@click.option("--agent", "agent_path", default=str(DEFAULT_AGENT), show_default=True)
+@click.option("--frames", default=200, show_default=True, help="Frames sampled from the agent's own play.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("faithfulness"), show_default=True)
+def faithfulness(agent_path, frames, seed, methods, out_dir):
+    """Measure how faithfully each attribution method shows what the policy relies on."""
+    from . import faithfulness as f
+    from .agents import load_agent
+    from .wrapper import check_methods
+
+    try:
+        agent = load_agent(agent_path)
+        chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
+    except (FileNotFoundError, ValueError) as error:
+        fail(str(error))
+    x = f.sample_frames(agent, frames, seed)
+    report = f.evaluate_methods(agent.network, x, chosen)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"agent": agent_path, "frames": frames, "seed": seed}
+    (out_dir / "faithfulness.json").write_text(json.dumps({"meta": meta, "methods": report}, indent=2))
+    (out_dir / "faithfulness.md").write_text(f.markdown_table(report))
+    f.plot_curves(report, out_dir / "faithfulness.png")
+    click.echo(f.markdown_table(report))
+    click.echo(f"wrote {out_dir}/faithfulness.{{json,md,png}}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,50 @@
-"""Playing episodes with an agent, greedily, from fixed seeds."""
+"""Scripted evaluation runs: many episodes, seeds and agents, in parallel, resumable.
+
+Work is split into independent tasks, one episode each ``(agent, seed, episode)``; a task's
+environment seed depends on nothing else, so a parallel run gives the same results as a
+serial one. Finished tasks are appended to a JSON-lines file as they complete, and a resumed
+run skips them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+import os
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from .agents import Agent, make_pong_env
+from .agents import Agent, PongSettings, load_agent, make_pong_env
+from .engine import neuron_state
+
+T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+         2.052, 2.048, 2.045, 2.042]
+"""Student's t 97.5% quantiles for 1..30 degrees of freedom (1.96 beyond)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    agent: str
+    seed: int
+    episode: int
+
+    @property
+    def env_seed(self) -> int:
+        return self.seed * 100_003 + self.episode
+
+    @property
+    def key(self) -> str:
+        return f"{self.agent}|{self.seed}|{self.episode}"
 
 
 @dataclass
@@ -17,8 +54,13 @@ class Episode:
     length: int
 
 
+def env_settings_of(agent: Agent) -> dict:
+    settings = (agent.card or {}).get("environment") or {}
+    return {k: v for k, v in settings.items() if k in PongSettings.__dataclass_fields__}
+
+
 def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, **env_settings) -> list[Episode]:
-    """One greedy episode per seed, in the environment ``make_pong_env(**env_settings)``."""
+    """One greedy episode per seed (``env.reset(seed=...)``), in ``make_pong_env(**env_settings)``."""
     env = make_pong_env(**env_settings)
     episodes = []
     try:
@@ -39,3 +81,116 @@ def summary(episodes: list[Episode]) -> dict:
     return {"mean": float(scores.mean()), "std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
             "min": float(scores.min()), "max": float(scores.max()), "episodes": len(scores),
             "seeds": [e.seed for e in episodes], "scores": scores.tolist()}
+
+
+def confidence_interval(values: list[float]) -> tuple[float, float]:
+    """95% interval for the mean (Student's t)."""
+    n = len(values)
+    if n < 2:
+        return (values[0], values[0]) if values else (math.nan, math.nan)
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
+    return mean - t * sd / math.sqrt(n), mean + t * sd / math.sqrt(n)
+
+
+# ----- one task ---------------------------------------------------------------------------------
+_AGENTS: dict[str, Agent] = {}
+
+
+def run_task(task: Task, max_steps: int | None = None) -> dict:
+    """Play one greedy episode and measure it: return, length, actions, active neurons, time."""
+    torch.set_num_threads(1)  # one core per worker; also keeps results identical across runs
+    agent = _AGENTS.get(task.agent) or _AGENTS.setdefault(task.agent, load_agent(task.agent))
+    env = make_pong_env(**env_settings_of(agent))
+    start = time.perf_counter()
+    obs, _ = env.reset(seed=task.env_seed)
+    score, length, done = 0.0, 0, False
+    actions: Counter = Counter()
+    active: dict[str, float] = {}
+    try:
+        while not done and (max_steps is None or length < max_steps):
+            x = agent.preprocess(obs)
+            with torch.no_grad():
+                action = int(agent.network(x).argmax(1)[0])
+            for layer, state in neuron_state(agent.network, x).layers.items():
+                active[layer] = active.get(layer, 0.0) + float(state.active_fraction[0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            actions[action] += 1
+            score, length, done = score + float(reward), length + 1, terminated or truncated
+    finally:
+        env.close()
+    seconds = time.perf_counter() - start
+    return {"key": task.key, **asdict(task), "env_seed": task.env_seed, "return": score, "length": length,
+            "actions": {agent.action_meanings[a]: n for a, n in sorted(actions.items())},
+            "active_percent": {k: round(100 * v / max(length, 1), 3) for k, v in active.items()},
+            "seconds": round(seconds, 3), "steps_per_second": round(length / seconds, 1) if seconds else None}
+
+
+# ----- many tasks --------------------------------------------------------------------------------
+def _read_done(results_path: Path) -> dict[str, dict]:
+    done = {}
+    if results_path.exists():
+        for line in results_path.read_text().splitlines():
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by an interruption: its task runs again
+                done[record["key"]] = record
+    return done
+
+
+def run_tasks(tasks: Iterable[Task], results_path: Path, workers: int = 1, resume: bool = False,
+              max_steps: int | None = None, progress: bool = True) -> list[dict]:
+    """Run tasks (skipping those already in ``results_path`` when resuming), appending each result."""
+    tasks = list(tasks)
+    if results_path.exists() and not resume:
+        raise FileExistsError(f"{results_path} exists: pass resume=True to continue it, or remove it")
+    done = _read_done(results_path)
+    if done:  # drop any line cut short by the interruption before appending
+        tmp = results_path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+        os.replace(tmp, results_path)
+    todo = [t for t in tasks if t.key not in done]
+    bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="episode", disable=not progress)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(results_path, "a") as sink:
+        def keep(record: dict) -> None:
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            done[record["key"]] = record
+            bar.update(1)
+
+        if workers <= 1:
+            for task in todo:
+                keep(run_task(task, max_steps))
+        else:
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                futures = [pool.submit(run_task, task, max_steps) for task in todo]
+                for future in as_completed(futures):
+                    keep(future.result())
+    bar.close()
+    return [done[t.key] for t in tasks]
+
+
+def aggregate(results: list[dict]) -> dict:
+    """Per agent: mean, standard deviation and 95% confidence interval of the return, and more."""
+    per_agent = {}
+    for agent in dict.fromkeys(r["agent"] for r in results):
+        rows = [r for r in results if r["agent"] == agent]
+        returns = [r["return"] for r in rows]
+        layers = rows[0]["active_percent"].keys()
+        per_agent[agent] = {
+            "episodes": len(rows),
+            "mean_return": statistics.fmean(returns),
+            "std_return": statistics.stdev(returns) if len(rows) > 1 else 0.0,
+            "ci95_return": confidence_interval(returns),
+            "mean_length": statistics.fmean(r["length"] for r in rows),
+            "active_percent": {k: statistics.fmean(r["active_percent"][k] for r in rows) for k in layers},
+            "actions": dict(sum((Counter(r["actions"]) for r in rows), Counter())),
+        }
+    return per_agent
