@@ -25,7 +25,8 @@ def main() -> None:
 
 @main.command()
 @click.option("--out-dir", default="agents/pong_rlnet/train", show_default=True)
-@click.option("--total-steps", default=6_000_000, show_default=True, help="Schedule length in agent steps.")
+@click.option("--total-steps", type=int, default=None,
+              help="Schedule length in agent steps [default: the resumed run's, else 4000000].")
 @click.option("--stop-at", type=int, default=None, help="Checkpoint and stop after this many steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--n-envs", default=8, show_default=True)
@@ -44,6 +45,10 @@ def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, chec
     from .train import train as run
 
     torch.set_num_threads(threads)
+    saved = Path(out_dir) / "config.json"
+    if total_steps is None:
+        total_steps = json.loads(saved.read_text())["total_steps"] if resume and saved.exists() \
+            else TrainConfig.total_steps
     cfg = TrainConfig(out_dir=out_dir, total_steps=total_steps, stop_at=stop_at, seed=seed, n_envs=n_envs,
                       n_steps=n_steps, batch_size=batch_size, checkpoint_every=checkpoint_every,
                       subprocess_envs=not dummy_envs)
@@ -62,7 +67,9 @@ def export_agent(train_dir, agent_dir, episodes):
     from .train import TrainConfig
     from .train import export_agent as run
 
-    cfg = TrainConfig(out_dir=train_dir)
+    saved = Path(train_dir) / "config.json"
+    cfg = TrainConfig(**{**json.loads(saved.read_text()), "out_dir": train_dir}) if saved.exists() \
+        else TrainConfig(out_dir=train_dir)
     if not cfg.resume_path.exists():
         fail(f"no checkpoint at {cfg.resume_path}")
     card = run(cfg, agent_dir, eval_episodes=episodes)

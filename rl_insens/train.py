@@ -31,7 +31,7 @@ class TrainConfig:
 
     out_dir: str = "agents/pong_rlnet/train"
     """Holds resume.zip (model + optimiser), episodes.csv and the learning curve."""
-    total_steps: int = 6_000_000
+    total_steps: int = 4_000_000
     """Length of the learning-rate and clip-range schedules, in agent steps."""
     stop_at: int | None = None
     """Stop (after checkpointing) once this many steps are done; resume later."""
