@@ -122,6 +122,12 @@ class Agent:
         return tuple(shape)
 
     @property
+    def env_settings(self) -> dict:
+        """The :class:`PongSettings` the agent was trained with, as far as its card says."""
+        settings = (self.card or {}).get("environment") or {}
+        return {k: v for k, v in settings.items() if k in PongSettings.__dataclass_fields__}
+
+    @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 

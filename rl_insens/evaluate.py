@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .agents import Agent, PongSettings, load_agent, make_pong_env
+from .agents import Agent, load_agent, make_pong_env
 from .engine import neuron_state
 
 T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
@@ -52,11 +52,6 @@ class Episode:
     seed: int
     score: float
     length: int
-
-
-def env_settings_of(agent: Agent) -> dict:
-    settings = (agent.card or {}).get("environment") or {}
-    return {k: v for k, v in settings.items() if k in PongSettings.__dataclass_fields__}
 
 
 def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, **env_settings) -> list[Episode]:
@@ -101,7 +96,7 @@ def run_task(task: Task, max_steps: int | None = None) -> dict:
     """Play one greedy episode and measure it: return, length, actions, active neurons, time."""
     torch.set_num_threads(1)  # one core per worker; also keeps results identical across runs
     agent = _AGENTS.get(task.agent) or _AGENTS.setdefault(task.agent, load_agent(task.agent))
-    env = make_pong_env(**env_settings_of(agent))
+    env = make_pong_env(**agent.env_settings)
     start = time.perf_counter()
     obs, _ = env.reset(seed=task.env_seed)
     score, length, done = 0.0, 0, False

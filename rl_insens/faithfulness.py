@@ -156,9 +156,8 @@ def sample_frames(agent, n: int, seed: int = 0, every: int = 5, progress: bool =
     from tqdm import tqdm
 
     from .agents import make_pong_env
-    from .evaluate import env_settings_of
 
-    env = make_pong_env(**env_settings_of(agent))
+    env = make_pong_env(**agent.env_settings)
     frames, episode = [], 0
     bar = tqdm(total=n, desc="frames", disable=not progress)
     try:

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .agents import Agent, PongSettings, load_agent, make_pong_env
+from .agents import Agent, load_agent, make_pong_env
 from .attribution import attribute
 from .engine import SwitchedProjection, insens, neuron_state, stability_margin, switched_projection
 from .wrapper import DEFAULT_METHODS, check_methods, resolve_device
@@ -187,11 +187,8 @@ class Inspector:
         self.agent = (load_agent(agent) if isinstance(agent, str) else agent).to(resolve_device(device))
         self.methods = check_methods(methods)
         if make_env is None and env is None:
-            settings = {k: v for k, v in ((self.agent.card or {}).get("environment") or {}).items()
-                        if k in PongSettings.__dataclass_fields__}
-
             def make_env():
-                return make_pong_env(render_mode="rgb_array", **settings)
+                return make_pong_env(render_mode="rgb_array", **self.agent.env_settings)
 
         self.make_env = make_env
         env = make_env() if env is None else env

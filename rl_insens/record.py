@@ -115,8 +115,7 @@ def record(
     if out.suffix != ".mp4":
         raise ValueError(f"the video must be an .mp4 file, got {out}")
     run_dir = Path(run_dir) if run_dir else out.with_suffix(".run")
-    settings = {k: v for k, v in ((agent.card or {}).get("environment") or {}).items()
-                if k in PongSettings.__dataclass_fields__}
+    settings = agent.env_settings
     env = make_pong_env(render_mode="rgb_array", **settings)
     if tuple(env.observation_space.shape) != agent.observation_shape:
         env.close()
