@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .attribution import METHODS
+from .engine import UnsupportedModelError
 
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
@@ -98,7 +99,7 @@ def evaluate(agents, episodes, seeds, workers, max_steps, json_out, csv_out, res
     for path in agents:
         try:
             load_agent(path)
-        except (FileNotFoundError, ValueError) as error:
+        except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
             fail(str(error))
     tasks = [Task(a, s, e) for a in agents for s in seeds for e in range(episodes)]
     results_path = json_out.with_suffix(".episodes.jsonl")
@@ -146,7 +147,7 @@ def record(agent_path, episodes, max_steps, seed, methods, every, fps, out, devi
         result = run(agent_path, out, episodes=episodes, max_steps=max_steps, seed=seed,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], every=every, fps=fps,
                      device=device, layout=layout, batch=batch)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
         fail(str(error))
     click.echo(f"video: {result.video}\ncontact sheet: {result.contact_sheet}\nrun data: {result.run_dir}")
     if result.interrupted:
@@ -189,7 +190,7 @@ def faithfulness(agent_path, frames, seed, methods, out_dir):
     try:
         agent = load_agent(agent_path)
         chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
         fail(str(error))
     x = f.sample_frames(agent, frames, seed)
     report = f.evaluate_methods(agent.network, x, chosen)
