@@ -124,14 +124,11 @@ def plan_cut(net: SwitchedNetwork, max_memory: int) -> int:
             return math.inf  # the cut's Gram matrix would not fit
         reach = [math.ceil(geos[cut - 1].size[j] / geos[cut - 1].stride[j]) for j in range(2)]
         total += h * w * (2 * reach[0] - 1) * (2 * reach[1] - 1) * c * c * patch / 2
-        for i in (i for i in hidden if i >= cut):
-            window = _window_conv(chain, cut, i)
-            if window is not None:
-                taps = window[0].in_channels * math.prod(_pair(window[0].kernel_size))
-                total += math.prod(chain.links[i].out_shape[1:]) * window[0].out_channels * taps**2
-            else:
-                pulls = sum(_forward_cost(link) for link in chain.links[cut: i + 1])
-                total += (1 - alpha) * math.prod(chain.links[i].out_shape) * (pulls + (alpha * n) ** 2)
+        first_affine = next(i for i in range(cut, len(chain.links)) if chain.links[i].is_affine)
+        for i in range(first_affine + 1, max(hidden) + 1):  # pushing the active units' columns
+            total += alpha * n * _forward_cost(chain.links[i])
+        for i in (i for i in hidden if i >= cut):  # the quadratic forms
+            total += (1 - alpha) * math.prod(chain.links[i].out_shape) * (alpha * n) ** 2
         return total
 
     return min(cuts, key=cost)
@@ -258,22 +255,6 @@ def _patch_blocks(P: torch.Tensor, geo: Geometry) -> dict[tuple[int, int], torch
     return blocks
 
 
-def _block_at(padded, dy: int, dx: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor | None:
-    """K(q, q + δ) for positions q = (ys, xs) (zero outside), ``[len(ys), len(xs), C, C]``.
-
-    ``padded`` holds the blocks with one row and column of zeros around their positions.
-    """
-    if (dy, dx) in padded:
-        block, transpose = padded[dy, dx], False
-    elif (-dy, -dx) in padded:
-        block, transpose, ys, xs = padded[-dy, -dx], True, ys + dy, xs + dx
-    else:
-        return None
-    H, W = block.shape[0] - 2, block.shape[1] - 2
-    out = block[(ys.clamp(-1, H) + 1)[:, None], (xs.clamp(-1, W) + 1)[None, :]]
-    return out.transpose(-1, -2) if transpose else out
-
-
 def _placed_gram(patches: torch.Tensor, geo: Geometry, index: torch.Tensor, in_shape) -> torch.Tensor:
     """Gram of the units ``index`` by placing their patches in the whole input: R Rᵀ."""
     C, H, W, ci, ry, rx = patches.shape
@@ -306,64 +287,6 @@ def _dense_gram(blocks, shape) -> torch.Tensor:
 
 
 # ----- after the cut ---------------------------------------------------------------------
-def _window_conv(chain, cut: int, i: int):
-    """The conv link ``i`` if only zero pads separate it from the cut, with its total padding."""
-    m = chain.links[i].module
-    if not isinstance(m, nn.Conv2d) or m.groups != 1 or not isinstance(m.padding, tuple):
-        return None
-    left = right = top = bottom = 0
-    for link in chain.links[cut:i]:
-        if isinstance(link.module, nn.ZeroPad2d):
-            pl, pr, pt, pb = link.module.padding
-            left, right, top, bottom = left + pl, right + pr, top + pt, bottom + pb
-        elif not isinstance(link.module, (nn.Identity, nn.Dropout)):
-            return None
-    ph, pw = m.padding
-    return m, (left + pw, right + pw, top + ph, bottom + ph)
-
-
-def _windowed_norms(blocks, cut_shape, conv: nn.Conv2d, padding) -> torch.Tensor:
-    """‖ŵ‖² of a conv layer reading the cut directly: Σ_{a,a'} w_a K(q_a, q_a') w_a'ᵀ per output.
-
-    q_a is the cut position under kernel tap a; only tap pairs whose units' patches overlap
-    have a non-zero Gram block, so the sum runs over those.
-    """
-    _, H, W = cut_shape
-    left, right, top, bottom = padding
-    (kh, kw), (sh, sw), (dh, dw) = (_pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation))
-    ho = (H + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    wo = (W + left + right - dw * (kw - 1) - 1) // sw + 1
-    device = conv.weight.device
-    base_y = torch.arange(ho, device=device) * sh - top
-    base_x = torch.arange(wo, device=device) * sw - left
-    padded = {key: F.pad(block, (0, 0, 0, 0, 1, 1, 1, 1)) for key, block in blocks.items()}
-    taps = [(a, b) for a in range(kh) for b in range(kw)]
-    out = conv.weight.new_zeros(ho, wo, conv.out_channels)
-    for a, b in taps:
-        w_here = conv.weight[:, :, a, b]  # [O, C]
-        for a2, b2 in taps:
-            block = _block_at(padded, dh * (a2 - a), dw * (b2 - b), base_y + dh * a, base_x + dw * b)
-            if block is not None:
-                out += ((w_here @ block) * conv.weight[:, :, a2, b2]).sum(-1)
-    return out.permute(2, 0, 1)
-
-
-def _pulled_norms(net, cut: int, i: int, gram, index, seeds, max_memory: int) -> torch.Tensor:
-    """uᵀ H u for the neurons ``seeds`` of link ``i``, u pulled back to the cut's active units."""
-    chain = net.chain
-    size = math.prod(chain.links[i].out_shape)
-    widest = max(math.prod(link.in_shape) for link in chain.links[cut:i + 1])
-    chunk = max(1, max_memory // (4 * 3 * widest))
-    out = []
-    for part in seeds.split(chunk):
-        u = gram.new_zeros(1, len(part), size)
-        u[0, torch.arange(len(part)), part] = 1.0
-        u = net.pull(u.view(1, len(part), *chain.links[i].out_shape), i, cut)
-        u = u.flatten(2)[0][:, index]  # [S, T]
-        out.append(((u @ gram) * u).sum(1))
-    return torch.cat(out) if out else gram.new_zeros(0)
-
-
 class _SampleView(SwitchedNetwork):
     """One sample's state, sharing the parent's recorded masks and winners."""
 
@@ -374,8 +297,41 @@ class _SampleView(SwitchedNetwork):
         self.activities = {k: v[row:row + 1] for k, v in net.activities.items()}
 
 
-def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: int, max_memory: int,
-               all_neurons: bool):
+def _affine_columns(link, shape: tuple[int, ...], index: torch.Tensor) -> torch.Tensor:
+    """Columns ``index`` of an affine link's matrix (no bias), ``[T, *out_shape]``.
+
+    The link's response to each unit vector, written down from its weights instead of pushed
+    through it: one-hot inputs make a conv or linear layer mostly multiply zeros.
+    """
+    m = link.module
+    if isinstance(m, nn.Linear):
+        return m.weight[:, index].T.reshape(len(index), *link.out_shape)
+    c_in, h, w = shape
+    o, ho, wo = link.out_shape
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = (_pair(m.kernel_size), _pair(m.stride), _pair(m.dilation),
+                                              _pair(m.padding))
+    c, y, x = index // (h * w), index // w % h + ph, index % w + pw  # in padded coordinates
+    columns = m.weight.new_zeros(len(index), o, ho, wo)
+    rows = torch.arange(len(index), device=index.device)
+    for a in range(kh):
+        py, ry = divmod_tensor(y - a * dh, sh)
+        for b in range(kw):
+            px, rx = divmod_tensor(x - b * dw, sw)
+            ok = (ry == 0) & (rx == 0) & (py >= 0) & (py < ho) & (px >= 0) & (px < wo)
+            columns[rows[ok], :, py[ok], px[ok]] = m.weight[:, c[ok], a, b].T
+    return columns
+
+
+def divmod_tensor(value: torch.Tensor, divisor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.div(value, divisor, rounding_mode="floor"), torch.remainder(value, divisor)
+
+
+def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: int, all_neurons: bool):
+    """uᵀ H u for every later hidden neuron, u its row of the map from the cut's active units.
+
+    The rows come from pushing the active units' unit vectors forward: the first affine layer's
+    columns are read off its weights, later layers are applied to them as matrices.
+    """
     chain = net.chain
     sample = _SampleView(net, row)
     cut_shape = chain.links[cut - 1].out_shape
@@ -383,25 +339,37 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: i
     C, H, W, ci, ry, rx = patches.shape
     reach = [math.ceil(geo.size[j] / geo.stride[j]) for j in range(2)]
     blocks_cost = H * W * (2 * reach[0] - 1) * (2 * reach[1] - 1) * C * C * ci * ry * rx / 2
-    placed_cost = len(index) ** 2 * math.prod(chain.in_shape)
-    blocks = active_gram = None
-    for i in chain.hidden_indices:
-        if i < cut:
+    if len(index) ** 2 * math.prod(chain.in_shape) < GEMM_ADVANTAGE * blocks_cost:
+        gram = _placed_gram(patches, geo, index, chain.in_shape)
+    else:
+        gram = _dense_gram(_patch_blocks(patches, geo), cut_shape)[index][:, index]
+    positions, shape, t = index, cut_shape, None  # unit vectors, kept as indices until an affine layer
+    for i in range(cut, max(chain.hidden_indices) + 1):
+        link = chain.links[i]
+        if t is None and isinstance(link.module, nn.ZeroPad2d):
+            left, _, top, _ = link.module.padding
+            plane = shape[1] * shape[2]
+            c, y, x = positions // plane, positions % plane // shape[2], positions % shape[2]
+            shape = link.out_shape
+            positions = (c * shape[1] + y + top) * shape[2] + x + left
             continue
-        window = _window_conv(chain, cut, i)
-        if window is not None:
-            blocks = _patch_blocks(patches, geo) if blocks is None else blocks
-            norms[i][row] = _windowed_norms(blocks, cut_shape, *window).view(chain.links[i].out_shape)
+        if t is None and isinstance(link.module, (nn.Flatten, nn.Identity, nn.Dropout)):
+            shape = link.out_shape
             continue
-        if active_gram is None and placed_cost < GEMM_ADVANTAGE * blocks_cost:
-            active_gram = _placed_gram(patches, geo, index, chain.in_shape)
-        elif active_gram is None:
-            blocks = _patch_blocks(patches, geo) if blocks is None else blocks
-            active_gram = _dense_gram(blocks, cut_shape)[index][:, index]
-        activity = sample.activity(i)[0].flatten()
-        wanted = torch.arange(len(activity), device=activity.device) if all_neurons else (
-            (activity <= 0).nonzero().squeeze(1))
-        norms[i][row].view(-1)[wanted] = _pulled_norms(sample, cut, i, active_gram, index, wanted, max_memory)
+        if t is None and link.is_affine:
+            t = _affine_columns(link, shape, positions)[None]
+        else:
+            if t is None:  # anything else: materialise the unit vectors and push them
+                t = gram.new_zeros(1, len(positions), math.prod(shape))
+                t[0, torch.arange(len(positions)), positions] = 1.0
+                t = t.view(1, len(positions), *shape)
+            t = sample.push_link(i, t)
+        if link.is_affine and i in net.chain.hidden_indices:
+            u = t[0].flatten(1)  # [T, n_i]
+            activity = sample.activity(i)[0].flatten()
+            wanted = slice(None) if all_neurons else (activity <= 0).nonzero().squeeze(1)
+            columns = u[:, wanted]
+            norms[i][row].view(-1)[wanted] = ((gram @ columns) * columns).sum(0)
 
 
 def squared_norms(
@@ -432,7 +400,7 @@ def squared_norms(
         if cut > max(chain.hidden_indices):
             continue
         for j in range(rows.stop - rows.start):
-            _after_cut(net, cut, P[j], geo, norms, start + j, max_memory, all_neurons)
+            _after_cut(net, cut, P[j], geo, norms, start + j, all_neurons)
     return norms
 
 
