@@ -81,8 +81,8 @@ def test_mnist_loader_refuses_wrong_files_and_says_what_is_missing(tmp_path):
 def test_two_epoch_training_smoke_run():
     images = digits(300)
     labels = (images.flatten(1).argmax(1) % 3)
-    model, log = train_twoconv(images, labels, 3, TrainSettings(epochs=2, min_epochs=1, validation=60, batch_size=64),
-                               progress=False)
+    settings = TrainSettings(epochs=2, min_epochs=1, validation=60, batch_size=64)
+    model, log = train_twoconv(images, labels, 3, settings, progress=False)
     assert log["epochs_run"] == 2 and len(log["validation_accuracy"]) == 2
     assert 0 <= evaluate_accuracy(model, images, labels) <= 100
 
