@@ -222,7 +222,7 @@ def _patch_stage(net: SwitchedNetwork, n_links: int, norms: dict, rows: slice) -
         elif isinstance(m, nn.ReLU):
             P = P * net.masks[k][rows][..., None, None, None].to(P.dtype)
         if k in hidden:
-            norms[k][rows] = P.pow(2).sum((-3, -2, -1))
+            norms[k][rows] = torch.linalg.vector_norm(P, dim=(-3, -2, -1)).square()
         geo = new
         identity = identity and isinstance(m, (nn.ZeroPad2d, nn.Identity, nn.Dropout))
     return P, geo
@@ -335,7 +335,7 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: i
     chain = net.chain
     sample = _SampleView(net, row)
     cut_shape = chain.links[cut - 1].out_shape
-    index = (patches.flatten(0, 2).flatten(1).abs().amax(1) > 0).nonzero().squeeze(1)
+    index = (patches.abs().amax((-3, -2, -1)).flatten() > 0).nonzero().squeeze(1)
     C, H, W, ci, ry, rx = patches.shape
     reach = [math.ceil(geo.size[j] / geo.stride[j]) for j in range(2)]
     blocks_cost = H * W * (2 * reach[0] - 1) * (2 * reach[1] - 1) * C * C * ci * ry * rx / 2
