@@ -20,7 +20,7 @@ from zennit.rules import AlphaBeta, Epsilon, ZBox, ZPlus
 from zennit.types import Convolution, Linear
 
 from .engine import insens
-from .engine.projection import _chain_for
+from .engine.projection import checked_chain
 
 IG_STEPS = 50
 """Integrated-gradients steps along the straight path from the all-zero baseline."""
@@ -103,7 +103,7 @@ def attribute(
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose from {sorted(METHODS)}")
-    _chain_for(model, x, batched=True)  # the same model and input checks for every method
+    checked_chain(model, x, batched=True)  # the same model and input checks for every method
     if target is None:
         with torch.no_grad():
             target = model(x).argmax(1)

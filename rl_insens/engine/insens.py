@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .norms import squared_norms
-from .projection import DEFAULT_MAX_MEMORY, _chain_for
+from .projection import DEFAULT_MAX_MEMORY, checked_chain
 from .switched import SwitchedNetwork
 
 
@@ -40,7 +40,7 @@ def insens(model: nn.Module, x: torch.Tensor, max_memory: int = DEFAULT_MAX_MEMO
     ones have activity v ≤ 0. Runs on the device of ``model`` and ``x``; ``max_memory`` bounds
     the working memory in bytes.
     """
-    chain = _chain_for(model, x, batched=True)
+    chain = checked_chain(model, x, batched=True)
     if not chain.hidden_indices:
         return torch.zeros_like(x)
     net = SwitchedNetwork(chain, x)
@@ -58,7 +58,7 @@ def stability_margin(
     is not zero. Returns the margins ``[B]`` and, per sample, the nearest neuron as
     ``(layer name, flat index)``.
     """
-    chain = _chain_for(model, x, batched=True)
+    chain = checked_chain(model, x, batched=True)
     net = SwitchedNetwork(chain, x)
     norms = squared_norms(net, max_memory, all_neurons=True)
     best = torch.full((x.shape[0],), float("inf"), device=x.device)

@@ -15,7 +15,8 @@ DEFAULT_MAX_MEMORY = 1 << 30
 """Bytes of working vectors the engine allows itself per call (1 GiB)."""
 
 
-def _chain_for(model: nn.Module, x: torch.Tensor, batched: bool) -> Chain:
+def checked_chain(model: nn.Module, x: torch.Tensor, batched: bool) -> Chain:
+    """The model's chain for inputs shaped like ``x``, after checking both (the engine's gate)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if batched and x.dim() < 2:
@@ -91,7 +92,7 @@ def switched_projection(
     >>> torch.allclose((p.weight * x).flatten(1).sum(1) + p.bias, p.activity)
     True
     """
-    chain = _chain_for(model, x, batched=False)
+    chain = checked_chain(model, x, batched=False)
     i = chain.index_of(layer)
     size = math.prod(chain.links[i].out_shape)
     if neurons is None:
@@ -161,7 +162,7 @@ class NeuronState:
 @torch.no_grad()
 def neuron_state(model: nn.Module, x: torch.Tensor) -> NeuronState:
     """Activities and active masks of every hidden layer for a batch ``x`` of shape ``[B, *input]``."""
-    chain = _chain_for(model, x, batched=True)
+    chain = checked_chain(model, x, batched=True)
     net = SwitchedNetwork(chain, x)
     return NeuronState({
         chain.links[i].name: LayerState(net.activity(i), net.activity(i) > 0)
