@@ -361,7 +361,7 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: i
         else:
             if t is None:  # anything else: materialise the unit vectors and push them
                 t = gram.new_zeros(1, len(positions), math.prod(shape))
-                t[0, torch.arange(len(positions)), positions] = 1.0
+                t[0, torch.arange(len(positions), device=t.device), positions] = 1.0
                 t = t.view(1, len(positions), *shape)
             t = sample.push_link(i, t)
         if link.is_affine and i in net.chain.hidden_indices:
@@ -415,7 +415,7 @@ def _forward_from_input(net: SwitchedNetwork, max_memory: int, norms: dict) -> N
     for start in range(0, d, chunk):
         T = min(chunk, d - start)
         t = torch.zeros(net.batch, T, d, device=device)
-        t[:, torch.arange(T), torch.arange(start, start + T)] = 1.0
+        t[:, torch.arange(T, device=device), torch.arange(start, start + T, device=device)] = 1.0
         t = t.view(net.batch, T, *chain.in_shape)
         for i in range(max(hidden) + 1):
             t = net.push_link(i, t)

@@ -106,7 +106,7 @@ def switched_projection(
     weights = []
     for part in neurons.split(chunk):
         seed = torch.zeros(1, len(part), size, device=x.device)
-        seed[0, torch.arange(len(part)), part] = 1.0
+        seed[0, torch.arange(len(part), device=x.device), part] = 1.0
         weights.append(net.pull(seed.view(1, len(part), *chain.links[i].out_shape), i)[0])
     weight = torch.cat(weights) if weights else x.new_zeros(0, *x.shape)
     bias = activity - (weight * x).flatten(1).sum(1)
