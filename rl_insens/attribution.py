@@ -33,7 +33,7 @@ Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _gradient(model, x, target):
-    return Saliency(model).attribute(x, target=target, abs=False)
+    return Saliency(model).attribute(x.detach().clone().requires_grad_(True), target=target, abs=False)
 
 
 def _integrated_gradients(model, x, target):
