@@ -98,3 +98,49 @@ def test_report_table():
               "per_seed": [{"sweep": {"sigma=1.0,clip=False": noisy}}]}
     table = mnist_markdown(report)
     assert "| outline | 85.0 ± 0.0 | 86.0 |" in table
+
+
+def test_cifar_batch_reader_on_a_tiny_batch_in_the_real_format(tmp_path):
+    import pickle
+    import tarfile
+
+    images = np.arange(4 * 3072, dtype=np.int64).reshape(4, 3072) % 256
+    raw = pickle.dumps({b"data": images.astype(np.uint8), b"labels": [3, 1, 4, 1]}, protocol=2)
+    md5 = hashlib.md5(raw).hexdigest()
+    x, y = data.read_cifar_batch(raw, md5, "tiny")
+    assert x.shape == (4, 3, 32, 32) and x[1, 0, 0, 0] == images[1, 0] and list(y) == [3, 1, 4, 1]
+    with pytest.raises(ValueError, match="corrupt or not CIFAR-10"):
+        data.read_cifar_batch(raw, data.CIFAR10_BATCHES["test_batch"], "test_batch")
+    # the loader finds batches inside the archive and checks each against the published md5
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(raw)
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(folder / "test_batch", arcname="cifar-10-batches-py/test_batch")
+    (folder / "test_batch").unlink()
+    with pytest.raises(ValueError, match="corrupt or not CIFAR-10"):
+        data.load_cifar10(tmp_path, train=False)
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        data.load_cifar10(tmp_path / "nowhere", train=True)
+
+
+def norb_matrix(array: np.ndarray, magic: int) -> bytes:
+    dims = list(array.shape) + [1] * max(0, 3 - array.ndim)
+    header = np.array([magic, array.ndim, *dims], dtype="<i4").tobytes()
+    return header + array.astype("<i4" if magic == 0x1E3D4C54 else np.uint8).tobytes()
+
+
+def test_norb_reader_on_tiny_files_in_the_real_format(tmp_path):
+    images = (np.arange(3 * 2 * 96 * 96) % 251).reshape(3, 2, 96, 96)
+    labels = np.array([4, 0, 2])
+    dat, cat = norb_matrix(images, 0x1E3D4C55), norb_matrix(labels, 0x1E3D4C54)
+    assert np.array_equal(data.read_norb_matrix(dat, hashlib.md5(dat).hexdigest(), "dat"), images)
+    assert np.array_equal(data.read_norb_matrix(cat, hashlib.md5(cat).hexdigest(), "cat"), labels)
+    with pytest.raises(ValueError, match="corrupt or not smallNORB"):
+        data.read_norb_matrix(dat, "0" * 32, "dat")
+    name = data.SMALLNORB_FILES[False, "dat"][0]
+    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(dat))
+    with pytest.raises(ValueError, match="corrupt or not smallNORB"):
+        data.load_smallnorb(tmp_path, train=False)
+    x = torch.rand(2, 1, 4, 4)
+    assert torch.allclose(data.SMALLNORB_ENCODINGS["neg_mean"](x), -data.SMALLNORB_ENCODINGS["mean"](x))

@@ -70,3 +70,141 @@ def load_mnist(data_dir: str | Path | None = None, train: bool = True) -> tuple[
                        MNIST_FILES[f"{prefix}-labels-idx1-ubyte"])
     x = torch.from_numpy(images.copy()).float().div_(255).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
+
+
+# ----- CIFAR-10 (python pickle batches) --------------------------------------------------------------
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_BATCHES = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+"""md5 of each extracted batch file, as published with the data set."""
+
+
+def read_cifar_batch(raw: bytes, expected_md5: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled CIFAR batch, checked before it is unpickled: images [N, 3, 32, 32], labels."""
+    import pickle
+
+    digest = hashlib.md5(raw).hexdigest()
+    if digest != expected_md5:
+        raise ValueError(f"{name} is corrupt or not CIFAR-10: md5 {digest}, expected {expected_md5}")
+    batch = pickle.loads(raw, encoding="bytes")
+    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return images, np.asarray(batch[b"labels"], dtype=np.int64)
+
+
+def _cifar_bytes(name: str, data_dir: Path | None) -> bytes:
+    import tarfile
+
+    own = [data_dir, data_dir / "cifar-10-batches-py"] if data_dir else []
+    folders = own + [CACHE / "cifar-10-batches-py"]
+    for folder in folders:
+        if (folder / name).exists():
+            return (folder / name).read_bytes()
+    archives = ([data_dir / "cifar-10-python.tar.gz"] if data_dir else []) + [CACHE / "cifar-10-python.tar.gz"]
+    for archive in archives:
+        if archive.exists():
+            with tarfile.open(archive) as tar:
+                return tar.extractfile(f"cifar-10-batches-py/{name}").read()
+    if data_dir is not None:
+        raise FileNotFoundError(f"no CIFAR-10 batch {name} (nor cifar-10-python.tar.gz) in {data_dir}")
+    _download(CIFAR10_URL, CACHE / "cifar-10-python.tar.gz", "md5", CIFAR10_ARCHIVE_MD5)
+    return _cifar_bytes(name, None)
+
+
+def load_cifar10(
+    data_dir: str | Path | None = None, train: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 as float images ``[N, 3, 32, 32]`` in [0, 1] and labels; every batch md5-checked."""
+    data_dir = Path(data_dir) if data_dir is not None else None
+    names = [n for n in CIFAR10_BATCHES if (n != "test_batch") == train]
+    parts = [read_cifar_batch(_cifar_bytes(n, data_dir), CIFAR10_BATCHES[n], n) for n in names]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return torch.from_numpy(images).float().div_(255), torch.from_numpy(labels)
+
+
+# ----- smallNORB (the NORB binary matrix format) -------------------------------------------------------
+SMALLNORB_URL = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/"
+SMALLNORB_FILES = {
+    (True, "dat"): ("smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat", "8138a0902307b32dfa0025a36dfa45ec"),
+    (True, "cat"): ("smallnorb-5x46789x9x18x6x2x96x96-training-cat.mat", "fd5120d3f770ad57ebe620eb61a0b633"),
+    (False, "dat"): ("smallnorb-5x01235x9x18x6x2x96x96-testing-dat.mat", "e9920b7f7b2869a8f1a12e945b2c166c"),
+    (False, "cat"): ("smallnorb-5x01235x9x18x6x2x96x96-testing-cat.mat", "fd5120d3f770ad57ebe620eb61a0b633"),
+}
+"""Names and md5 of the decompressed files (the same labels file serves both splits)."""
+NORB_TYPES = {0x1E3D4C55: np.uint8, 0x1E3D4C54: np.int32}
+
+
+def read_norb_matrix(raw: bytes, expected_md5: str, name: str) -> np.ndarray:
+    """A NORB binary matrix: magic, rank, max(3, rank) dimensions, then little-endian data."""
+    digest = hashlib.md5(raw).hexdigest()
+    if digest != expected_md5:
+        raise ValueError(f"{name} is corrupt or not smallNORB: md5 {digest}, expected {expected_md5}")
+    magic, rank = np.frombuffer(raw[:8], dtype="<i4").astype(np.int64) & 0xFFFFFFFF
+    if int(magic) not in NORB_TYPES:
+        raise ValueError(f"{name} has an unknown matrix type {int(magic):#x}")
+    dims = np.frombuffer(raw[8: 8 + 4 * max(3, int(rank))], dtype="<i4")[: int(rank)]
+    dtype = np.dtype(NORB_TYPES[int(magic)]).newbyteorder("<")
+    return np.frombuffer(raw, dtype=dtype, offset=8 + 4 * max(3, int(rank))).reshape(tuple(dims))
+
+
+def load_smallnorb(
+    data_dir: str | Path | None = None, train: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """smallNORB's first-camera images ``[24300, 1, 96, 96]`` in [0, 1] (black 0, white 1) and
+    the 5 category labels; the files may be gzipped or not, each md5-checked once decompressed."""
+    data_dir = Path(data_dir) if data_dir is not None else None
+    arrays = {}
+    for kind in ("dat", "cat"):
+        name, md5 = SMALLNORB_FILES[train, kind]
+        path = _find_file(name, data_dir, "smallnorb")
+        if path is None:
+            path = CACHE / "smallnorb" / f"{name}.gz"
+            _download(SMALLNORB_URL + f"{name}.gz", path, "md5", md5, decompressed=True)
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        arrays[kind] = read_norb_matrix(raw, md5, name)
+    images = torch.from_numpy(arrays["dat"][:, 0].copy()).float().div_(255).unsqueeze(1)
+    return images, torch.from_numpy(arrays["cat"].astype(np.int64))
+
+
+SMALLNORB_ENCODINGS = {
+    "norb": lambda x: x,  # black 0 .. white 1
+    "neg": lambda x: 1 - x,  # white 0 .. black 1
+    "mean": lambda x: 2 * x - 1,  # black -1 .. white +1
+    "neg_mean": lambda x: 1 - 2 * x,  # white -1 .. black +1
+}
+"""The paper's four smallNORB encodings (section 4.1)."""
+
+
+def _find_file(name: str, data_dir: Path | None, cache_folder: str) -> Path | None:
+    if data_dir is not None:
+        for candidate in (data_dir / f"{name}.gz", data_dir / name):
+            if candidate.exists():
+                return candidate
+        raise FileNotFoundError(f"no {name}[.gz] in {data_dir}")
+    for candidate in (CACHE / cache_folder / f"{name}.gz", CACHE / cache_folder / name):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _download(url: str, target: Path, algorithm: str, expected: str, decompressed: bool = False) -> None:
+    """Fetch ``url`` to ``target`` through a partial file, keeping it only if its checksum fits."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    try:
+        urllib.request.urlretrieve(url, partial)
+        content = partial.read_bytes()
+        content = gzip.decompress(content) if decompressed else content
+        if hashlib.new(algorithm, content).hexdigest() != expected:
+            raise ValueError(f"the download of {url} does not match its checksum")
+    except Exception:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
