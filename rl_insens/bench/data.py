@@ -106,8 +106,8 @@ def _cifar_bytes(name: str, data_dir: Path | None) -> bytes:
     for folder in folders:
         if (folder / name).exists():
             return (folder / name).read_bytes()
-    archives = ([data_dir / "cifar-10-python.tar.gz"] if data_dir else []) + [CACHE / "cifar-10-python.tar.gz"]
-    for archive in archives:
+    archive_name = "cifar-10-python.tar.gz"
+    for archive in ([data_dir / archive_name] if data_dir else []) + [CACHE / archive_name]:
         if archive.exists():
             with tarfile.open(archive) as tar:
                 return tar.extractfile(f"cifar-10-batches-py/{name}").read()
