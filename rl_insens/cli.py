@@ -204,26 +204,33 @@ def faithfulness(agent_path, frames, seed, methods, out_dir):
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["mnist"]))
+@click.argument("name", type=click.Choice(["mnist", "cifar10", "smallnorb"]))
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with the data set's files; without it, a checksummed download into the cache.")
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True)
 @click.option("--seeds", multiple=True, type=int, default=[0, 1, 2], show_default=True)
-@click.option("--epochs", default=10, show_default=True, help="At most (early stopping on validation).")
+@click.option("--epochs", type=int, default=None,
+              help="At most (early stopping on validation) [default: 10 mnist, 30 cifar10, 20 smallnorb].")
 @click.option("--sigma", default=1.0, show_default=True, help="Standard deviation of the noise.")
 @click.option("--clip", is_flag=True, help="Clip the noise to [0, 1].")
 @click.option("--retrain", is_flag=True, help="Train again even where a saved model exists.")
 def bench(name, data_dir, results, seeds, epochs, sigma, clip, retrain):
     """Reproduce the paper's supervised 2CONV results (section 4.1, Table 3)."""
-    from .bench.supervised import mnist_benchmark, mnist_markdown
+    from .bench import supervised
 
+    epochs = epochs or {"mnist": 10, "cifar10": 30, "smallnorb": 20}[name]
     try:
-        report = mnist_benchmark(data_dir, results, seeds=tuple(seeds), sigma=sigma, clip=clip, epochs=epochs,
-                                 reuse=not retrain)
+        if name == "mnist":
+            report = supervised.mnist_benchmark(data_dir, results, seeds=tuple(seeds), sigma=sigma, clip=clip,
+                                                epochs=epochs, reuse=not retrain)
+            click.echo(supervised.mnist_markdown(report))
+        else:
+            run = supervised.cifar10_benchmark if name == "cifar10" else supervised.smallnorb_benchmark
+            report = run(data_dir, results, seeds=tuple(seeds), epochs=epochs, reuse=not retrain)
+            click.echo(json.dumps({k: v for k, v in report.items() if k != "per_seed"}, indent=2))
     except (FileNotFoundError, ValueError, OSError) as error:
-        fail(f"{error} (pass --data-dir with the MNIST files, e.g. ../shared/data/mnist)")
-    click.echo(mnist_markdown(report))
-    click.echo(f"wrote {results}/mnist.{{json,md}} and {results}/mnist_methods.png")
+        fail(f"{error} (pass --data-dir with the {name} files)")
+    click.echo(f"wrote the report and figures to {results}/")
 
 
 if __name__ == "__main__":

@@ -144,3 +144,37 @@ def test_norb_reader_on_tiny_files_in_the_real_format(tmp_path):
         data.load_smallnorb(tmp_path, train=False)
     x = torch.rand(2, 1, 4, 4)
     assert torch.allclose(data.SMALLNORB_ENCODINGS["neg_mean"](x), -data.SMALLNORB_ENCODINGS["mean"](x))
+
+
+def test_cifar_augmentation_crops_and_keeps_each_channel_mean():
+    from rl_insens.bench.supervised import centre_crop, cifar_augment
+
+    images = torch.rand(5, 3, 32, 32)
+    out = cifar_augment(images, torch.Generator().manual_seed(0))
+    assert out.shape == (5, 3, 24, 24) and centre_crop(images).shape == (5, 3, 24, 24)
+    crops_mean = out.mean((2, 3))
+    assert torch.all(crops_mean > 0.3) and torch.all(crops_mean < 0.7)  # contrast is scaled about the mean
+
+
+def fake_loader(shape, classes, n_train=260, n_test=40):
+    def load(data_dir, train=True):
+        generator = torch.Generator().manual_seed(int(train))
+        n = n_train if train else n_test
+        labels = torch.randint(0, classes, (n,), generator=generator)
+        return torch.rand(n, *shape, generator=generator), labels
+
+    return load
+
+
+def test_cifar10_and_smallnorb_benchmark_smoke_runs(tmp_path, monkeypatch):
+    import rl_insens.bench.supervised as supervised
+
+    monkeypatch.setattr(supervised, "TrainSettings", lambda seed, epochs: TrainSettings(
+        seed=seed, epochs=epochs, min_epochs=1, validation=60, batch_size=64))
+    report = supervised.cifar10_benchmark(None, tmp_path / "c", seeds=(0,), epochs=1, progress=False,
+                                          load=fake_loader((3, 32, 32), 10))
+    assert report["per_seed"][0]["epochs_run"] == 1 and 0 <= report["accuracy"]["mean"] <= 100
+    assert (tmp_path / "c" / "cifar10_methods.png").exists()
+    report = supervised.smallnorb_benchmark(None, tmp_path / "s", seeds=(0,), epochs=1, progress=False,
+                                            load=fake_loader((1, 24, 24), 5))
+    assert set(report["encodings"]) == {"norb", "neg", "mean", "neg_mean"}

@@ -49,12 +49,17 @@ class TrainSettings:
 
 
 def train_twoconv(images: torch.Tensor, labels: torch.Tensor, n_classes: int, settings: TrainSettings,
-                  progress: bool = True) -> tuple[TwoConv, dict]:
-    """Train with early stopping on the held-out tail of the training set; returns the best model."""
+                  progress: bool = True, augment=None, evaluate_view=None) -> tuple[TwoConv, dict]:
+    """Train with early stopping on the held-out tail of the training set; returns the best model.
+
+    ``augment(batch, generator)`` transforms each training batch (CIFAR-10's random crops and
+    contrast); ``evaluate_view(images)`` is what validation sees instead (the centre crop).
+    """
     torch.manual_seed(settings.seed)
-    model = TwoConv(tuple(images.shape[1:]), n_classes)
+    view = evaluate_view or (lambda x: x)
+    model = TwoConv(tuple(view(images[:1]).shape[1:]), n_classes)
     train_x, train_y = images[: -settings.validation], labels[: -settings.validation]
-    val_x, val_y = images[-settings.validation:], labels[-settings.validation:]
+    val_x, val_y = view(images[-settings.validation:]), labels[-settings.validation:]
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     generator = torch.Generator().manual_seed(settings.seed)
     best, best_state, history, waited = -1.0, None, [], 0
@@ -64,7 +69,8 @@ def train_twoconv(images: torch.Tensor, labels: torch.Tensor, n_classes: int, se
         bar = tqdm(order.split(settings.batch_size), desc=f"seed {settings.seed} epoch {epoch + 1}",
                    disable=not progress, leave=False)
         for batch in bar:
-            loss = nn.functional.cross_entropy(model(train_x[batch]), train_y[batch])
+            x = train_x[batch] if augment is None else augment(train_x[batch], generator)
+            loss = nn.functional.cross_entropy(model(x), train_y[batch])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -105,7 +111,8 @@ def sha256_state(model: nn.Module) -> str:
 
 
 def trained_model(results: Path, name: str, images, labels, n_classes: int, settings: TrainSettings,
-                  data_note: str, reuse: bool = True, progress: bool = True) -> tuple[TwoConv, dict]:
+                  data_note: str, reuse: bool = True, progress: bool = True,
+                  **training) -> tuple[TwoConv, dict]:
     """Train (or reuse a saved model with the same settings) and keep it with a small card."""
     folder = results / "models"
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,14 +121,15 @@ def trained_model(results: Path, name: str, images, labels, n_classes: int, sett
     if reuse and weights.exists() and card_path.exists():
         card = json.loads(card_path.read_text())
         if card.get("settings") == asdict(settings):
-            model = TwoConv(tuple(images.shape[1:]), n_classes)
+            model = TwoConv(tuple(card["input_shape"]), n_classes)
             model.load_state_dict(torch.load(weights, weights_only=True))
             return model.eval(), card
-    model, log = train_twoconv(images, labels, n_classes, settings, progress)
+    model, log = train_twoconv(images, labels, n_classes, settings, progress, **training)
     tmp = weights.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, weights)
-    card = {"data": data_note, "settings": asdict(settings), **log, "sha256": sha256_state(model)}
+    card = {"data": data_note, "settings": asdict(settings), "input_shape": list(model.in_shape), **log,
+            "sha256": sha256_state(model)}
     card_path.write_text(json.dumps(card, indent=2))
     return model, card
 
@@ -193,7 +201,7 @@ def figure(model: nn.Module, clean: torch.Tensor, variants: dict[str, torch.Tens
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    inputs = torch.cat([clean, *variants.values()])
+    inputs = torch.cat([clean, *variants.values()]) if variants else clean
     names = ["clean"] * len(clean) + [n for n, v in variants.items() for _ in range(len(v))]
     maps = {m: attribute(model, inputs, m) for m in METHODS}
     columns = ["input", *METHODS]
@@ -204,10 +212,12 @@ def figure(model: nn.Module, clean: torch.Tensor, variants: dict[str, torch.Tens
             ax.set_xticks([])
             ax.set_yticks([])
             if column == "input":
-                ax.imshow(inputs[i, 0], cmap="gray")
+                picture = inputs[i].permute(1, 2, 0).numpy().squeeze(-1) if inputs.shape[1] == 1 \
+                    else inputs[i].permute(1, 2, 0).numpy()
+                ax.imshow((picture - picture.min()) / max(np.ptp(picture), 1e-8), cmap="gray")
                 ax.set_ylabel(names[i], fontsize=8)
             else:
-                values = maps[column][i, 0].numpy()
+                values = maps[column][i].sum(0).numpy()  # summed over colour channels
                 scale = float(np.abs(values).max()) or 1.0
                 ax.imshow(values, cmap="bwr", vmin=-scale, vmax=scale)
             if i == 0:
@@ -215,3 +225,87 @@ def figure(model: nn.Module, clean: torch.Tensor, variants: dict[str, torch.Tens
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# ----- CIFAR-10 and smallNORB ------------------------------------------------------------------------
+PAPER_CIFAR10 = {"accuracy": 81.0, "active_percent": 19, "neurons": 28160}
+PAPER_SMALLNORB = {"accuracy": {"norb": 84.3, "neg": 87.2, "mean": 81.4, "neg_mean": 83.6},
+                   "active_percent": {"norb": 20, "neg": 15, "mean": 27, "neg_mean": 17}, "neurons": 442880}
+CROP = 24
+CONTRAST = (0.2, 1.8)
+"""Range of TensorFlow's random_contrast factor used in the CIFAR-10 tutorial the paper followed."""
+
+
+def centre_crop(images: torch.Tensor, size: int = CROP) -> torch.Tensor:
+    top, left = (images.shape[2] - size) // 2, (images.shape[3] - size) // 2
+    return images[:, :, top:top + size, left:left + size]
+
+
+def cifar_augment(images: torch.Tensor, generator: torch.Generator, size: int = CROP) -> torch.Tensor:
+    """A random crop per image, then its contrast scaled about each channel's mean."""
+    n, _, h, w = images.shape
+    tops = torch.randint(0, h - size + 1, (n,), generator=generator)
+    lefts = torch.randint(0, w - size + 1, (n,), generator=generator)
+    crops = torch.stack([image[:, top:top + size, left:left + size]
+                         for image, top, left in zip(images, tops.tolist(), lefts.tolist(), strict=True)])
+    factor = torch.empty(n, 1, 1, 1).uniform_(*CONTRAST, generator=generator)
+    mean = crops.mean((2, 3), keepdim=True)
+    return (crops - mean) * factor + mean
+
+
+def _seed_rows(results, name, seeds, train, test, n_classes, epochs, reuse, progress, note, **training):
+    rows = []
+    view = training.get("evaluate_view") or (lambda x: x)
+    for seed in seeds:
+        model, card = trained_model(results, name, *train, n_classes, TrainSettings(seed=seed, epochs=epochs),
+                                    note, reuse, progress, **training)
+        test_x = view(test[0])
+        rows.append({"seed": seed, "epochs_run": card["epochs_run"],
+                     "accuracy": evaluate_accuracy(model, test_x, test[1]),
+                     "active_percent": active_percent(model, test_x)})
+    return rows, model
+
+
+def cifar10_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 30, reuse: bool = True,
+                      progress: bool = True, load=None) -> dict:
+    """Appendix B.1 on CIFAR-10: random 24x24 crops with random contrast to train, centre crops to test."""
+    from .data import load_cifar10
+
+    load = load or load_cifar10
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    train, test = load(data_dir, train=True), load(data_dir, train=False)
+    rows, model = _seed_rows(results, "cifar10", seeds, train, test, 10, epochs, reuse, progress,
+                             "CIFAR-10, 45000 train / 5000 validation (last) / 10000 test",
+                             augment=cifar_augment, evaluate_view=centre_crop)
+    figure(model, centre_crop(test[0][:4]), {}, results / "cifar10_methods.png")
+    report = {"benchmark": "cifar10", "seeds": list(seeds), "per_seed": rows, "paper": PAPER_CIFAR10,
+              "accuracy": _mean_sd([r["accuracy"] for r in rows]),
+              "active_percent": _mean_sd([r["active_percent"] for r in rows])}
+    (results / "cifar10.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def smallnorb_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 20, reuse: bool = True,
+                        progress: bool = True, load=None) -> dict:
+    """Appendix B.1 on smallNORB, once per pixel encoding (0..1, negated, -1..1, negated -1..1)."""
+    from .data import SMALLNORB_ENCODINGS, load_smallnorb
+
+    load = load or load_smallnorb
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    (train_x, train_y), (test_x, test_y) = load(data_dir, train=True), load(data_dir, train=False)
+    # The files list images instance by instance: shuffle once so validation is not one toy.
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
+    train_x, train_y = train_x[order], train_y[order]
+    report = {"benchmark": "smallnorb", "seeds": list(seeds), "paper": PAPER_SMALLNORB, "encodings": {}}
+    for encoding, encode in SMALLNORB_ENCODINGS.items():
+        rows, model = _seed_rows(results, f"smallnorb_{encoding}", seeds, (encode(train_x), train_y),
+                                 (encode(test_x), test_y), 5, epochs, reuse, progress,
+                                 f"smallNORB ({encoding} encoding), first camera, 5000 validation images")
+        figure(model, encode(test_x[:2]), {}, results / f"smallnorb_{encoding}_methods.png")
+        report["encodings"][encoding] = {"per_seed": rows,
+                                         "accuracy": _mean_sd([r["accuracy"] for r in rows]),
+                                         "active_percent": _mean_sd([r["active_percent"] for r in rows])}
+    (results / "smallnorb.json").write_text(json.dumps(report, indent=2))
+    return report
