@@ -85,22 +85,24 @@ class TrainingMonitor(BaseCallback):
         self.recent: list[float] = []
 
     def _on_training_start(self) -> None:
-        new_file = not self.csv_path.exists()
-        self.csv_file = open(self.csv_path, "a", newline="")
-        self.writer = csv.writer(self.csv_file)
-        if new_file:
-            self.writer.writerow(["step", "return", "length", "wall_time"])
+        if not self.csv_path.exists():
+            self._append(["step", "return", "length", "wall_time"])
         done = self.model.num_timesteps
         self.next_checkpoint = done + self.cfg.checkpoint_every
         self.bar = tqdm(total=self.target_steps, initial=done, unit="step", smoothing=0.05)
+
+    def _append(self, row: list) -> None:
+        # Opened per row, so that the log on disk is always the one being written, whatever
+        # replaced the file in the meantime (a checkout, a copy).
+        with open(self.csv_path, "a", newline="") as f:
+            csv.writer(f).writerow(row)
 
     def _on_step(self) -> bool:
         for info in self.locals["infos"]:
             if "episode" in info:
                 episode = info["episode"]
-                self.writer.writerow([self.num_timesteps, episode["r"], episode["l"], round(time.time(), 1)])
+                self._append([self.num_timesteps, episode["r"], episode["l"], round(time.time(), 1)])
                 self.recent = (self.recent + [float(episode["r"])])[-20:]
-                self.csv_file.flush()
                 self.bar.set_postfix(mean_return_20=f"{np.mean(self.recent):.1f}")
         self.bar.update(self.training_env.num_envs)
         if self.num_timesteps >= self.next_checkpoint:
@@ -112,12 +114,10 @@ class TrainingMonitor(BaseCallback):
         tmp = self.cfg.resume_path.with_suffix(".tmp.zip")
         self.model.save(tmp)
         os.replace(tmp, self.cfg.resume_path)
-        self.csv_file.flush()
 
     def _on_training_end(self) -> None:
         self.save_checkpoint()
         self.bar.close()
-        self.csv_file.close()
         plot_learning_curve(self.csv_path, Path(self.cfg.out_dir) / "learning_curve.png")
 
 
