@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import render
 from .agents import Agent, PongSettings, load_agent, make_pong_env
-from .wrapper import DEFAULT_METHODS, Inspection, check_methods, inspect_frames, resolve_device
+from .wrapper import DEFAULT_METHODS, StepInspection, check_methods, inspect_frames, resolve_device
 
 LAYOUTS = ("methods", "stack")
 AGENT_FILE = "agent.pt"
@@ -58,7 +58,7 @@ class _Drawer:
         self.scales = {m: render.SmoothScale() for m in methods}
         self.stack_method = "insens" if "insens" in methods else methods[0]
 
-    def __call__(self, screen, observation, inspection: Inspection, step: dict) -> np.ndarray:
+    def __call__(self, screen, observation, inspection: StepInspection, step: dict) -> np.ndarray:
         backdrop = render.dim(screen)
         if self.layout == "methods":
             panels = [render.panel(screen, None, None, f"Pong  episode {step['episode']}  step {step['t']}")]

@@ -34,7 +34,7 @@ def check_methods(methods) -> tuple[str, ...]:
 
 
 @dataclass
-class Inspection:
+class StepInspection:
     """What the network did on one observation."""
 
     logits: np.ndarray
@@ -48,7 +48,7 @@ class Inspection:
     """Compute time of each method for the whole batch the frame was part of, divided evenly."""
 
 
-def inspect_frames(agent: Agent, observations, methods, with_maps=None) -> list[Inspection]:
+def inspect_frames(agent: Agent, observations, methods, with_maps=None) -> list[StepInspection]:
     """Policy outputs for a batch of observations, and maps where ``with_maps`` is true.
 
     All methods run batched over the frames that need maps.
@@ -61,7 +61,7 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None) -> list[
         logits.argmax(1), logits.shape[1]).float()
     active = neuron_state(agent.network, x).active_fraction.cpu().numpy()
     results = [
-        Inspection(logits[i].cpu().numpy(), probs[i].cpu().numpy(), int(logits[i].argmax()),
+        StepInspection(logits[i].cpu().numpy(), probs[i].cpu().numpy(), int(logits[i].argmax()),
                    None if values is None else float(values[i]), float(active[i]))
         for i in range(len(x))
     ]
@@ -81,7 +81,7 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None) -> list[
 
 
 class InsensWrapper(gym.Wrapper):
-    """Adds ``info["inspection"]`` (an :class:`Inspection`) on ``reset`` and ``step``.
+    """Adds ``info["inspection"]`` (an :class:`StepInspection`) on ``reset`` and ``step``.
 
     >>> env = InsensWrapper(ri.make_pong_env(), ri.load_agent("agents/pong_rlnet"))
     >>> obs, info = env.reset(seed=0)
@@ -104,7 +104,7 @@ class InsensWrapper(gym.Wrapper):
                              f"network takes {self.agent.observation_shape}")
         self.every, self.steps = every, 0
 
-    def _inspect(self, observation) -> Inspection:
+    def _inspect(self, observation) -> StepInspection:
         with_maps = [self.steps % self.every == 0]
         return inspect_frames(self.agent, observation[None], self.methods, with_maps)[0]
 
