@@ -14,6 +14,16 @@ from .engine import UnsupportedModelError
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
 
+def where_tasks_run(command):
+    """The ``--workers/--backend/--address`` options of commands made of independent tasks."""
+    command = click.option("--address", default=None, help="Ray cluster address (with --backend ray); "
+                           "without it a local Ray instance.")(command)
+    command = click.option("--backend", type=click.Choice(["process", "ray"]), default="process",
+                           show_default=True, help="process: local worker processes; ray: Ray tasks "
+                           "(pip install 'rl-insens[ray]').")(command)
+    return click.option("--workers", default=1, show_default=True, help="Parallel workers.")(command)
+
+
 def fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
@@ -83,13 +93,13 @@ def export_agent(train_dir, agent_dir, episodes):
 @click.option("--episodes", default=10, show_default=True, help="Episodes per agent and seed.")
 @click.option("--seeds", "seeds", multiple=True, type=int, default=[0], show_default=True,
               help="Repeat for several seeds.")
-@click.option("--workers", default=1, show_default=True, help="Parallel worker processes.")
+@where_tasks_run
 @click.option("--max-steps", type=int, default=None, help="Cap on agent steps per episode.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=Path("evaluation.json"),
               show_default=True)
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path), default=None)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run, skipping finished episodes.")
-def evaluate(agents, episodes, seeds, workers, max_steps, json_out, csv_out, resume):
+def evaluate(agents, episodes, seeds, workers, backend, address, max_steps, json_out, csv_out, resume):
     """Play greedy episodes of one or more agents and report per-agent statistics."""
     import csv
 
@@ -104,8 +114,9 @@ def evaluate(agents, episodes, seeds, workers, max_steps, json_out, csv_out, res
     tasks = [Task(a, s, e) for a in agents for s in seeds for e in range(episodes)]
     results_path = json_out.with_suffix(".episodes.jsonl")
     try:
-        results = run_tasks(tasks, results_path, workers=workers, resume=resume, max_steps=max_steps)
-    except FileExistsError as error:
+        results = run_tasks(tasks, results_path, workers=workers, resume=resume, max_steps=max_steps,
+                            backend=backend, address=address)
+    except (FileExistsError, ImportError) as error:
         fail(str(error))
     report = {"agents": aggregate(results), "episodes": results}
     tmp = json_out.with_suffix(".tmp")
@@ -180,8 +191,15 @@ def view(run_dir, host, port):
 @click.option("--frames", default=200, show_default=True, help="Frames sampled from the agent's own play.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
+@click.option("--fraction", default=0.5, show_default=True, help="Share of inputs that get noise.")
+@click.option("--sigma", default=0.3, show_default=True, help="Standard deviation of that noise.")
+@click.option("--closed-loop-episodes", default=0, show_default=True,
+              help="Episodes played on noisy frames per condition (clean, random, least/most relevant).")
+@click.option("--closed-loop-steps", default=1000, show_default=True, help="Agent steps per such episode.")
+@where_tasks_run
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("faithfulness"), show_default=True)
-def faithfulness(agent_path, frames, seed, methods, out_dir):
+def faithfulness(agent_path, frames, seed, methods, fraction, sigma, closed_loop_episodes, closed_loop_steps,
+                 workers, backend, address, out_dir):
     """Measure how faithfully each attribution method shows what the policy relies on."""
     from . import faithfulness as f
     from .agents import load_agent
@@ -193,13 +211,21 @@ def faithfulness(agent_path, frames, seed, methods, out_dir):
     except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
         fail(str(error))
     x = f.sample_frames(agent, frames, seed)
-    report = f.evaluate_methods(agent.network, x, chosen)
+    try:
+        report = f.run_faithfulness(agent_path, x, chosen, closed_loop_episodes, closed_loop_steps, seed,
+                                    fraction, sigma, workers, backend, address)
+    except ImportError as error:
+        fail(str(error))
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"agent": agent_path, "frames": frames, "seed": seed}
-    (out_dir / "faithfulness.json").write_text(json.dumps({"meta": meta, "methods": report}, indent=2))
-    (out_dir / "faithfulness.md").write_text(f.markdown_table(report))
-    f.plot_curves(report, out_dir / "faithfulness.png")
-    click.echo(f.markdown_table(report))
+    meta = {"agent": agent_path, "frames": frames, "seed": seed, "fraction": fraction, "sigma": sigma,
+            "closed_loop_episodes": closed_loop_episodes, "closed_loop_steps": closed_loop_steps}
+    table = f.markdown_table(report["methods"], report["closed_loop"])
+    for name, text in (("faithfulness.json", json.dumps({"meta": meta, **report}, indent=2)),
+                       ("faithfulness.md", table)):
+        (out_dir / f"{name}.tmp").write_text(text)
+        (out_dir / f"{name}.tmp").replace(out_dir / name)
+    f.plot_curves(report["methods"], out_dir / "faithfulness.png")
+    click.echo(table)
     click.echo(f"wrote {out_dir}/faithfulness.{{json,md,png}}")
 
 

@@ -15,8 +15,9 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from .agents import Agent, load_agent, make_pong_env
 from .engine import neuron_state
+from .parallel import run_unordered
 
 T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
@@ -92,10 +94,33 @@ def confidence_interval(values: list[float]) -> tuple[float, float]:
 _AGENTS: dict[str, Agent] = {}
 
 
+def worker_agent(path: str) -> Agent:
+    """The agent at ``path``, loaded once per worker process."""
+    if path not in _AGENTS:
+        _AGENTS[path] = load_agent(path)
+    return _AGENTS[path]
+
+
+@contextmanager
+def one_thread():
+    """One torch thread for the duration of a task: one core per worker, and results identical
+    whatever the backend (reductions keep one order)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_task(task: Task, max_steps: int | None = None) -> dict:
     """Play one greedy episode and measure it: return, length, actions, active neurons, time."""
-    torch.set_num_threads(1)  # one core per worker; also keeps results identical across runs
-    agent = _AGENTS.get(task.agent) or _AGENTS.setdefault(task.agent, load_agent(task.agent))
+    with one_thread():
+        return _play(task, max_steps)
+
+
+def _play(task: Task, max_steps: int | None) -> dict:
+    agent = worker_agent(task.agent)
     env = make_pong_env(**agent.env_settings)
     start = time.perf_counter()
     obs, _ = env.reset(seed=task.env_seed)
@@ -136,8 +161,12 @@ def _read_done(results_path: Path) -> dict[str, dict]:
 
 
 def run_tasks(tasks: Iterable[Task], results_path: Path, workers: int = 1, resume: bool = False,
-              max_steps: int | None = None, progress: bool = True) -> list[dict]:
-    """Run tasks (skipping those already in ``results_path`` when resuming), appending each result."""
+              max_steps: int | None = None, progress: bool = True, backend: str = "process",
+              address: str | None = None) -> list[dict]:
+    """Run tasks (skipping those already in ``results_path`` when resuming), appending each result.
+
+    ``backend``/``address``/``workers`` choose where episodes run (see ``parallel.run_unordered``).
+    """
     tasks = list(tasks)
     if results_path.exists() and not resume:
         raise FileExistsError(f"{results_path} exists: pass resume=True to continue it, or remove it")
@@ -150,24 +179,13 @@ def run_tasks(tasks: Iterable[Task], results_path: Path, workers: int = 1, resum
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="episode", disable=not progress)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     with open(results_path, "a") as sink:
-        def keep(record: dict) -> None:
+        play = partial(run_task, max_steps=max_steps)
+        for _, record in run_unordered(play, todo, workers, backend, address):
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
             done[record["key"]] = record
             bar.update(1)
-
-        if workers <= 1:
-            for task in todo:
-                keep(run_task(task, max_steps))
-        else:
-            import multiprocessing
-
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = [pool.submit(run_task, task, max_steps) for task in todo]
-                for future in as_completed(futures):
-                    keep(future.result())
     bar.close()
     return [done[t.key] for t in tasks]
 

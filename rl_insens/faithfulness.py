@@ -2,24 +2,30 @@
 
 * Noise where the map says it does not matter: Gaussian noise on the k% of inputs with the
   lowest |attribution|, versus the highest k% and a random k%; does the greedy action survive?
-  (The Pong version of the paper's outline/frame test, section 4.1.)
+  (The Pong version of the paper's outline/frame test, section 4.1.) Also in closed loop: the
+  agent plays whole stretches of Pong seeing the noisy frames, and we compare its return.
 * Deletion and insertion curves (pixel flipping): inputs removed from, or inserted into, a
   blank frame in order of |attribution|; the chosen action's logit and probability along the
   way, and the area under each curve.
 * Randomisation sanity check (Adebayo et al., 2018): maps of the trained network against maps
   of a copy whose top layers are re-initialised; a faithful method's maps should change (low
   rank correlation).
+
+The work is split into independent tasks (one per method on the sampled frames, one per
+closed-loop episode), run here, in a process pool or on Ray by ``parallel.run_unordered``.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 from .attribution import attribute
+from .parallel import run_unordered
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
@@ -49,10 +55,17 @@ def noise_agreement(network: nn.Module, x: torch.Tensor, maps: torch.Tensor, fra
     result = {}
     choices = {"lowest": order[:, :k], "highest": order[:, -k:], "random": random_order[:, :k]}
     for name, chosen in choices.items():
-        mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, chosen, True)
-        noisy = torch.where(mask, (flat + noise).clamp(low, high), flat).view_as(x)
+        noisy = with_noise(flat, chosen, noise, low, high).view_as(x)
         result[name] = float((network(noisy).argmax(1) == clean).float().mean())
     return result
+
+
+def with_noise(flat: torch.Tensor, chosen: torch.Tensor, noise: torch.Tensor, low: float = 0.0,
+               high: float = 1.0) -> torch.Tensor:
+    """``flat`` (frames x inputs) with ``noise`` added at the ``chosen`` inputs of each row, clipped
+    to the valid range so the frames stay frames the agent could see."""
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, chosen, True)
+    return torch.where(mask, (flat + noise).clamp(low, high), flat)
 
 
 @torch.no_grad()
@@ -98,34 +111,169 @@ def randomisation_check(network: nn.Module, x: torch.Tensor, method: str, maps: 
     return float(spearman(maps.abs(), random_maps.abs()).mean())
 
 
+def measure_method(network: nn.Module, x: torch.Tensor, method: str, batch: int = 16, fraction: float = 0.5,
+                   sigma: float = 0.3) -> dict:
+    """All three measurements of one method on the frames ``x``."""
+    target = network(x).argmax(1)
+    maps = torch.cat([attribute(network, part, method, target=t)
+                      for part, t in zip(x.split(batch), target.split(batch), strict=True)])
+    few = min(len(x), 32)
+    return {"noise_agreement": noise_agreement(network, x, maps, fraction, sigma),
+            "curves": deletion_insertion(network, x, maps),
+            "randomisation_spearman": randomisation_check(network, x[:few], method, maps[:few])}
+
+
 def evaluate_methods(network: nn.Module, x: torch.Tensor, methods, batch: int = 16, progress: bool = True,
                      fraction: float = 0.5, sigma: float = 0.3) -> dict:
-    """All three measurements for each method on the frames ``x``."""
+    """``measure_method`` for each method, in this process."""
     from tqdm import tqdm
 
-    report = {}
-    for method in tqdm(methods, desc="methods", disable=not progress):
-        target = network(x).argmax(1)
-        maps = torch.cat([attribute(network, part, method, target=t)
-                          for part, t in zip(x.split(batch), target.split(batch), strict=True)])
-        report[method] = {
-            "noise_agreement": noise_agreement(network, x, maps, fraction, sigma),
-            "curves": deletion_insertion(network, x, maps),
-            "randomisation_spearman": randomisation_check(network, x[: min(len(x), 32)], method,
-                                                          maps[: min(len(x), 32)]),
-        }
-    return report
+    return {method: measure_method(network, x, method, batch, fraction, sigma)
+            for method in tqdm(methods, desc="methods", disable=not progress)}
 
 
-def markdown_table(report: dict) -> str:
+# ----- closed loop ------------------------------------------------------------------------------
+CHOICES = ("clean", "lowest", "highest", "random")
+"""Closed-loop conditions: no noise, or noise on the least / most relevant or random inputs."""
+
+
+@torch.no_grad()
+def closed_loop(agent, method: str | None, choice: str, env_seed: int, fraction: float = 0.5,
+                sigma: float = 0.3, max_steps: int = 1000) -> dict:
+    """Play up to ``max_steps`` greedy steps of one episode, each frame noised as ``choice`` says
+    (ranked by ``method``'s map of the clean frame); the return, and how often the action taken
+    is the one the clean frame would have given."""
+    if choice not in CHOICES:
+        raise ValueError(f"unknown choice {choice!r}; choose one of {', '.join(CHOICES)}")
+    from .agents import make_pong_env
+
+    network = agent.network
+    generator = torch.Generator().manual_seed(env_seed)
+    env = make_pong_env(**agent.env_settings)
+    obs, _ = env.reset(seed=env_seed)
+    score, length, agreed, done = 0.0, 0, 0, False
+    try:
+        while not done and length < max_steps:
+            x = agent.preprocess(obs)
+            clean_action = network(x).argmax(1)
+            action = clean_action
+            if choice != "clean":
+                flat = x.flatten(1)
+                k = int(round(fraction * flat.shape[1]))
+                noise = torch.randn(flat.shape, generator=generator) * sigma
+                if choice == "random":
+                    chosen = torch.randperm(flat.shape[1], generator=generator)[None, :k]
+                else:
+                    with torch.enable_grad():
+                        order = attribute(network, x, method, target=clean_action).flatten(1).abs().argsort(1)
+                    chosen = order[:, :k] if choice == "lowest" else order[:, -k:]
+                action = network(with_noise(flat, chosen, noise).view_as(x)).argmax(1)
+            agreed += int(action == clean_action)
+            obs, reward, terminated, truncated, _ = env.step(int(action))
+            score, length, done = score + float(reward), length + 1, terminated or truncated
+    finally:
+        env.close()
+    return {"return": score, "length": length, "agreement": agreed / max(length, 1)}
+
+
+# ----- tasks --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MethodTask:
+    """The frame measurements of one method."""
+
+    agent: str
+    method: str
+    frames: torch.Tensor
+    fraction: float = 0.5
+    sigma: float = 0.3
+
+    def run(self) -> dict:
+        from .evaluate import one_thread, worker_agent
+
+        with one_thread():
+            return measure_method(worker_agent(self.agent).network, self.frames, self.method,
+                                  fraction=self.fraction, sigma=self.sigma)
+
+
+@dataclass(frozen=True)
+class ClosedLoopTask:
+    """One closed-loop episode of one condition (``method`` is None for clean and random)."""
+
+    agent: str
+    method: str | None
+    choice: str
+    env_seed: int
+    fraction: float = 0.5
+    sigma: float = 0.3
+    max_steps: int = 1000
+
+    def run(self) -> dict:
+        from .evaluate import one_thread, worker_agent
+
+        with one_thread():
+            return closed_loop(worker_agent(self.agent), self.method, self.choice, self.env_seed,
+                               self.fraction, self.sigma, self.max_steps)
+
+
+def _run(task: MethodTask | ClosedLoopTask) -> dict:
+    return task.run()
+
+
+def run_faithfulness(agent_path: str, frames: torch.Tensor, methods, closed_loop_episodes: int = 0,
+                     closed_loop_steps: int = 1000, seed: int = 0, fraction: float = 0.5, sigma: float = 0.3,
+                     workers: int = 1, backend: str = "process", address: str | None = None,
+                     progress: bool = True) -> dict:
+    """Every measurement for every method, as independent tasks; returns the report."""
+    from tqdm import tqdm
+
+    tasks: list = [MethodTask(agent_path, m, frames, fraction, sigma) for m in methods]
+    conditions = [(None, "clean"), (None, "random")]
+    conditions += [(m, c) for m in methods for c in ("lowest", "highest")]
+    tasks += [ClosedLoopTask(agent_path, m, c, seed * 100_003 + e, fraction, sigma, closed_loop_steps)
+              for m, c in conditions for e in range(closed_loop_episodes)]
+    methods_report: dict = {m: {} for m in methods}
+    loops: dict = {}
+    for index, result in tqdm(run_unordered(_run, tasks, workers, backend, address), total=len(tasks),
+                              desc="tasks", disable=not progress):
+        task = tasks[index]
+        if isinstance(task, MethodTask):
+            methods_report[task.method] = result
+        else:
+            loops.setdefault(condition_name(task.method, task.choice), {})[task.env_seed] = result
+    closed = {}
+    for name, episodes in loops.items():
+        rows = [episodes[s] for s in sorted(episodes)]
+        closed[name] = {"mean_return": float(np.mean([r["return"] for r in rows])),
+                        "mean_agreement": float(np.mean([r["agreement"] for r in rows])), "episodes": rows}
+    return {"methods": methods_report, "closed_loop": closed}
+
+
+def condition_name(method: str | None, choice: str) -> str:
+    """``clean``, ``random``, or e.g. ``insens/lowest``."""
+    return choice if method is None else f"{method}/{choice}"
+
+
+def markdown_table(methods: dict, closed_loop: dict | None = None) -> str:
+    """The per-method table, and the closed-loop one when there is one."""
     lines = ["| method | action kept, noise on least relevant | on most relevant | on random | "
              "deletion AUC (prob) ↓ | insertion AUC (prob) ↑ | rank corr. with randomised net ↓ |",
              "|---|---|---|---|---|---|---|"]
-    for method, r in report.items():
+    for method, r in methods.items():
         a, c = r["noise_agreement"], r["curves"]
         lines.append(f"| {method} | {a['lowest']:.1%} | {a['highest']:.1%} | {a['random']:.1%} | "
                      f"{c['auc_deletion_prob']:.3f} | {c['auc_insertion_prob']:.3f} | "
                      f"{r['randomisation_spearman']:.3f} |")
+    if closed_loop:
+        n = len(closed_loop["clean"]["episodes"])
+        lines += ["", f"Closed loop ({n} episode{'s' * (n > 1)} per condition, up to "
+                  f"{closed_loop['clean']['episodes'][0]['length']} steps): the return, and the share of "
+                  "steps whose action is the one the clean frame gives", "",
+                  "| noise on | return | action kept |", "|---|---|---|"]
+        labels = {"clean": "nothing (clean play)", "random": "random inputs"}
+        for name, s in closed_loop.items():
+            method, _, choice = name.partition("/")
+            label = labels.get(name) or f"{'least' if choice == 'lowest' else 'most'} relevant by {method}"
+            lines.append(f"| {label} | {s['mean_return']:+.1f} | {s['mean_agreement']:.1%} |")
     return "\n".join(lines) + "\n"
 
 

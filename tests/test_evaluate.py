@@ -1,5 +1,6 @@
 """Scripted evaluation: serial equals parallel, resuming skips finished work; faithfulness metrics."""
 
+import importlib.util
 import json
 
 import pytest
@@ -40,6 +41,21 @@ def test_parallel_equals_serial_and_resume_skips(agent_dir, tmp_path):
     assert [r["return"] for r in resumed] == [r["return"] for r in serial]
     summary = aggregate(resumed)[agent_dir]
     assert summary["episodes"] == 2 and set(summary["active_percent"]) == {"conv1", "conv2", "conv3", "fc1"}
+
+
+def test_ray_backend_equals_serial(agent_dir, tmp_path):
+    pytest.importorskip("ray")
+    tasks = [Task(agent_dir, 1, e) for e in range(2)]
+    drop = ("seconds", "steps_per_second")
+    serial = run_tasks(tasks, tmp_path / "serial.jsonl", max_steps=20, progress=False)
+    on_ray = run_tasks(tasks, tmp_path / "ray.jsonl", workers=2, max_steps=20, progress=False, backend="ray")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in serial] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in on_ray]
+
+
+def test_unknown_backend_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown backend"):
+        run_tasks([Task("a", 0, 0)], tmp_path / "x.jsonl", backend="threads", progress=False)
 
 
 def test_confidence_interval():
@@ -90,3 +106,24 @@ def test_evaluate_methods_report():
     report = f.evaluate_methods(net, x, ["gradient", "insens"], progress=False)
     assert set(report) == {"gradient", "insens"}
     assert "| gradient |" in f.markdown_table(report)
+
+
+def test_closed_loop_and_tasks_on_every_backend(agent_dir):
+    frames = torch.rand(6, 4, 84, 84)
+    run = dict(agent_path=agent_dir, frames=frames, methods=["gradient"], closed_loop_episodes=1,
+               closed_loop_steps=15, progress=False)
+    serial = f.run_faithfulness(**run)
+    loops = serial["closed_loop"]
+    assert set(loops) == {"clean", "random", "gradient/lowest", "gradient/highest"}
+    assert loops["clean"]["mean_agreement"] == 1.0 and loops["clean"]["episodes"][0]["length"] == 15
+    assert "Closed loop" in f.markdown_table(serial["methods"], loops)
+    assert f.run_faithfulness(**run, workers=2) == serial
+    if importlib.util.find_spec("ray"):
+        assert f.run_faithfulness(**run, workers=2, backend="ray") == serial
+
+
+def test_noise_goes_only_where_chosen():
+    flat = torch.full((2, 10), 0.5)
+    chosen = torch.tensor([[0, 1], [8, 9]])
+    noisy = f.with_noise(flat, chosen, torch.full((2, 10), 1.0))
+    assert noisy[0, :2].eq(1.0).all() and noisy[0, 2:].eq(0.5).all() and noisy[1, 8:].eq(1.0).all()
