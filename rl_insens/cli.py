@@ -251,9 +251,10 @@ def bench(name, data_dir, results, seeds, epochs, sigma, clip, retrain):
                                                 epochs=epochs, reuse=not retrain)
             click.echo(supervised.mnist_markdown(report))
         else:
-            run = supervised.cifar10_benchmark if name == "cifar10" else supervised.smallnorb_benchmark
+            run, markdown = (supervised.cifar10_benchmark, supervised.cifar10_markdown) if name == "cifar10" \
+                else (supervised.smallnorb_benchmark, supervised.smallnorb_markdown)
             report = run(data_dir, results, seeds=tuple(seeds), epochs=epochs, reuse=not retrain)
-            click.echo(json.dumps({k: v for k, v in report.items() if k != "per_seed"}, indent=2))
+            click.echo(markdown(report))
     except (FileNotFoundError, ValueError, OSError) as error:
         fail(f"{error} (pass --data-dir with the {name} files)")
     click.echo(f"wrote the report and figures to {results}/")

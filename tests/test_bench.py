@@ -175,6 +175,9 @@ def test_cifar10_and_smallnorb_benchmark_smoke_runs(tmp_path, monkeypatch):
                                           load=fake_loader((3, 32, 32), 10))
     assert report["per_seed"][0]["epochs_run"] == 1 and 0 <= report["accuracy"]["mean"] <= 100
     assert (tmp_path / "c" / "cifar10_methods.png").exists()
+    assert "| CIFAR-10 |" in (tmp_path / "c" / "cifar10.md").read_text()
     report = supervised.smallnorb_benchmark(None, tmp_path / "s", seeds=(0,), epochs=1, progress=False,
                                             load=fake_loader((1, 24, 24), 5))
     assert set(report["encodings"]) == {"norb", "neg", "mean", "neg_mean"}
+    table = (tmp_path / "s" / "smallnorb.md").read_text()
+    assert "| smallNORB neg_mean |" in table and "| 83.6 |" in table

@@ -283,6 +283,7 @@ def cifar10_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 30, reus
               "accuracy": _mean_sd([r["accuracy"] for r in rows]),
               "active_percent": _mean_sd([r["active_percent"] for r in rows])}
     (results / "cifar10.json").write_text(json.dumps(report, indent=2))
+    (results / "cifar10.md").write_text(cifar10_markdown(report))
     return report
 
 
@@ -308,4 +309,30 @@ def smallnorb_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 20, re
                                          "accuracy": _mean_sd([r["accuracy"] for r in rows]),
                                          "active_percent": _mean_sd([r["active_percent"] for r in rows])}
     (results / "smallnorb.json").write_text(json.dumps(report, indent=2))
+    (results / "smallnorb.md").write_text(smallnorb_markdown(report))
     return report
+
+
+def _row(name: str, measured: dict, paper_accuracy, paper_active) -> str:
+    acc, act = measured["accuracy"], measured["active_percent"]
+    return (f"| {name} | {acc['mean']:.1f} ± {acc['sd']:.1f} | {paper_accuracy} | "
+            f"{act['mean']:.1f} ± {act['sd']:.1f} | {paper_active} |")
+
+
+_HEADER = ["| test set | accuracy (ours) | accuracy (paper) | % active (ours) | % active (paper) |",
+           "|---|---|---|---|---|"]
+
+
+def cifar10_markdown(report: dict) -> str:
+    paper = report["paper"]
+    return "\n".join([f"CIFAR-10, 2CONV ({paper['neurons']} hidden neurons, 24x24 centre crops), "
+                      f"seeds {report['seeds']}", "", *_HEADER,
+                      _row("CIFAR-10", report, paper["accuracy"], paper["active_percent"])]) + "\n"
+
+
+def smallnorb_markdown(report: dict) -> str:
+    paper = report["paper"]
+    rows = [_row(f"smallNORB {name}", measured, paper["accuracy"][name], paper["active_percent"][name])
+            for name, measured in report["encodings"].items()]
+    return "\n".join([f"smallNORB, 2CONV ({paper['neurons']} hidden neurons), one network per pixel "
+                      f"encoding, seeds {report['seeds']}", "", *_HEADER, *rows]) + "\n"
