@@ -1,5 +1,7 @@
 """The engine against a slow full-Jacobian reference, and Theorem 1 at full size."""
 
+import math
+
 import pytest
 import torch
 from nets_for_tests import TEST_NETS, build
@@ -8,6 +10,7 @@ from torch import nn
 import rl_insens as ri
 from rl_insens.engine import insens_reference
 from rl_insens.engine.reference import hidden_jacobian
+from rl_insens.engine.switched import SwitchedNetwork
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -181,14 +184,16 @@ def test_stability_margin_is_the_nearest_switching_hyperplane(name, constructor,
     x = torch.randn(2, *shape)
     margins, nearest = ri.engine.stability_margin(model, x)
     chain = ri.engine.read_chain(model, shape)
+    state = SwitchedNetwork(chain, x)  # v as the network computes it (float32)
+    v_all = torch.cat([state.activity(i).flatten(1) for i in chain.hidden_indices], 1)
+    sizes = [math.prod(chain.links[i].out_shape) for i in chain.hidden_indices]
+    offsets = dict(zip(chain.hidden_layers, [sum(sizes[:k]) for k in range(len(sizes))], strict=True))
     for b in range(2):
-        distances = {}
-        for layer in chain.hidden_layers:
-            p = ri.switched_projection(model, x[b], layer)
-            norm = p.squared_norm
-            d = torch.where(norm > 0, p.activity.abs() / norm.sqrt(), float("inf"))
-            distances[layer] = d
-        expected = min(float(d.min()) for d in distances.values())
-        assert margins[b] == pytest.approx(expected, rel=1e-4)
+        norm = torch.cat([jac.flatten(1).pow(2).sum(1) for _, jac in hidden_jacobian(model, x[b])])
+        distances = torch.where(norm > 0, v_all[b].double().abs() / norm.sqrt(), float("inf"))
+        expected = float(distances.min())
+        assert float(margins[b]) == pytest.approx(expected, rel=1e-4)
         layer, index = nearest[b]
-        assert float(distances[layer][index]) == pytest.approx(expected, rel=1e-4)
+        assert float(distances[offsets[layer] + index]) == pytest.approx(expected, rel=1e-4)
+
+

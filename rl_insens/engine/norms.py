@@ -4,11 +4,13 @@ Two exact ideas, combined at a *cut* (a tensor of the chain chosen by estimated 
 
 * **Receptive-field patches** before the cut. A conv neuron's ŵ lives in its receptive field,
   so each unit carries its ŵ as a small patch of the input; patches are propagated layer by
-  layer (pad, conv, ReLU mask, max-pool winner) and a neuron's squared norm is its patch's.
-* **Gram after the cut.** With H = the Gram matrix of the active cut units' ŵ vectors (from
-  overlapping patches), a later neuron with Jacobian row u w.r.t. those units has
-  ``‖ŵ‖² = uᵀ H u``; the rows u of all later layers come from one forward-mode pass of one-hot
-  tangents of the active cut units, and the quadratic forms are dense matrix products.
+  layer (conv, ReLU mask, max-pool winner; zero padding as an offset) and a neuron's squared
+  norm is its patch's.
+* **Gram after the cut.** With H = the Gram matrix of the active cut units' ŵ vectors (only
+  pairs whose patches overlap are multiplied), a later neuron with Jacobian row u w.r.t.
+  those units has ``‖ŵ‖² = uᵀ H u``. The rows u are read off the next affine layer's weights
+  and pushed as matrices through later layers; a conv layer's forms are taken per output
+  position over the few cut units its receptive field holds.
 
 Cutting at the input (no patches, H = identity) is plain forward mode, which wins for small
 inputs; patches and a later cut win for large ones (Pong).
@@ -25,8 +27,8 @@ from torch import nn
 
 from .switched import SwitchedNetwork
 
-GEMM_ADVANTAGE = 1.5
-"""How many times faster a multiply-add runs in one large matrix product than in block gathers."""
+CACHE_BLOCK_BYTES = 2 << 20
+"""Size of the pieces of a patch tensor built at once (well inside a core's L2 cache)."""
 ASSUMED_ACTIVE_FRACTION = 0.35
 """Fraction of cut units taken as active when planning (the paper saw 17-32%)."""
 
@@ -123,7 +125,7 @@ def plan_cut(net: SwitchedNetwork, max_memory: int) -> int:
         if 4 * n * n > max_memory:
             return math.inf  # the cut's Gram matrix would not fit
         reach = [math.ceil(geos[cut - 1].size[j] / geos[cut - 1].stride[j]) for j in range(2)]
-        total += h * w * (2 * reach[0] - 1) * (2 * reach[1] - 1) * c * c * patch / 2
+        total += h * w * (2 * reach[0] - 1) * (2 * reach[1] - 1) * (alpha * c) ** 2 * patch / 2
         first_affine = next(i for i in range(cut, len(chain.links)) if chain.links[i].is_affine)
         for i in range(first_affine + 1, max(hidden) + 1):  # pushing the active units' columns
             total += alpha * n * _forward_cost(chain.links[i])
@@ -135,155 +137,196 @@ def plan_cut(net: SwitchedNetwork, max_memory: int) -> int:
 
 
 # ----- receptive-field patches -----------------------------------------------------------
-def _input_patches(x_shape: tuple[int, ...], batch: int, device) -> torch.Tensor:
-    """Each input unit's ŵ as a 1x1 patch: the unit vector of its channel."""
-    c, h, w = x_shape
-    eye = torch.eye(c, device=device).view(1, c, 1, 1, c, 1, 1)
-    return eye.expand(batch, c, h, w, c, 1, 1).clone()
+# Patches are kept channels-last, ``[B, H, W, ci, ry, rx, C]``: unit (c, y, x)'s ŵ is the
+# ``ci x ry x rx`` patch ``P[b, y, x, ..., c]``. Every step then contracts or masks the last
+# dimension of a contiguous tensor, and the norms reduce the middle ones, with no transposes.
+def _input_patches(valid: torch.Tensor, channels: int, batch: int) -> torch.Tensor:
+    """Each input unit's ŵ as a 1x1 patch: the unit vector of its channel (zero on padding)."""
+    eye = torch.eye(channels, device=valid.device).view(1, 1, 1, channels, 1, 1, channels)
+    patches = eye * valid[0, 0][None, :, :, None, None, None, None]
+    return patches.expand(batch, *patches.shape[1:]).clone()
 
 
-def _conv_patches(P: torch.Tensor, geo: Geometry, new: Geometry, conv: nn.Conv2d, out_hw) -> torch.Tensor:
-    """Each output unit's patch: its kernel's weighted sum of the input units' shifted patches."""
-    B, C, H, W, ci, ry, rx = P.shape
-    (ph, pw), (sh, sw), (dh, dw) = _pair(conv.padding), _pair(conv.stride), _pair(conv.dilation)
-    P = F.pad(P, (0, 0, 0, 0, 0, 0, pw, pw, ph, ph)) if ph or pw else P
-    channels_last = P.permute(0, 2, 3, 4, 5, 6, 1).contiguous()  # the products contract channels
-    ho, wo = out_hw
-    kh, kw = _pair(conv.kernel_size)
-    out = P.new_zeros(B, ho, wo, ci, *new.size, conv.out_channels)
-    rows, cols = sh * (ho - 1) + 1, sw * (wo - 1) + 1
-    for a in range(kh):
-        for b in range(kw):
-            taps = channels_last[:, a * dh: a * dh + rows: sh, b * dw: b * dw + cols: sw]
-            y0, x0 = a * dh * geo.stride[0], b * dw * geo.stride[1]
-            out[:, :, :, :, y0:y0 + ry, x0:x0 + rx] += taps @ conv.weight[:, :, a, b].T
-    return out.permute(0, 6, 1, 2, 3, 4, 5)
+def _pad_spatial(P: torch.Tensor, left: int, right: int, top: int, bottom: int) -> torch.Tensor:
+    return F.pad(P, (0, 0) * 4 + (left, right, top, bottom)) if left or right or top or bottom else P
 
 
-def _first_conv_patches(P: torch.Tensor, conv: nn.Conv2d, new: Geometry, out_hw) -> torch.Tensor:
-    """A conv reading the input directly: each patch is the kernel, cut off outside the image."""
-    valid = P[:1, 0, :, :, 0, 0, 0][:, None]  # [1, 1, H, W]: 1 on the image, 0 on zero pads
+def _conv_patches(P: torch.Tensor, geo: Geometry, new: Geometry, conv: nn.Conv2d, out_hw,
+                  pad: tuple[int, int, int, int] = (0, 0, 0, 0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each output unit's patch: its kernel's weighted sum of the input units' shifted patches;
+    also their squared norms ``[B, O, ho, wo]``.
+
+    ``pad`` (left, right, top, bottom) is zero padding of ``P``'s grid still to be applied:
+    taps that land on padding are skipped instead of multiplying a padded copy. Output rows
+    are built a block at a time, small enough to stay in cache while the taps accumulate
+    and the norms are read off: memory traffic, not arithmetic, bounds this step.
+    """
+    B, H, W, ci, ry, rx, _ = P.shape
+    (sh, sw), (dh, dw) = _pair(conv.stride), _pair(conv.dilation)
+    top, left = pad[2] + _pair(conv.padding)[0], pad[0] + _pair(conv.padding)[1]
+    (ho, wo), (kh, kw) = out_hw, _pair(conv.kernel_size)
+    out = P.new_empty(B, ho, wo, ci, *new.size, conv.out_channels)
+    norms = P.new_empty(B, ho, wo, conv.out_channels)
+    block_rows = max(1, CACHE_BLOCK_BYTES // (out[:, 0].numel() * out.element_size()))
+    for start in range(0, ho, block_rows):
+        stop = min(ho, start + block_rows)
+        block = out[:, start:stop]
+        block.zero_()
+        for a in range(kh):
+            y0, y1 = _tap_range(a * dh - top, sh, H, ho)
+            y0, y1 = max(y0, start), min(y1, stop)
+            for b in range(kw):
+                x0, x1 = _tap_range(b * dw - left, sw, W, wo)
+                if y0 >= y1 or x0 >= x1:
+                    continue
+                r0, c0 = y0 * sh + a * dh - top, x0 * sw + b * dw - left
+                taps = P[:, r0: r0 + (y1 - y0 - 1) * sh + 1: sh, c0: c0 + (x1 - x0 - 1) * sw + 1: sw]
+                oy, ox = a * dh * geo.stride[0], b * dw * geo.stride[1]
+                target = block[:, y0 - start:y1 - start, x0:x1, :, oy:oy + ry, ox:ox + rx]
+                target += taps @ conv.weight[:, :, a, b].T
+        norms[:, start:stop] = block.square().sum((3, 4, 5))
+    return out, norms.permute(0, 3, 1, 2)
+
+
+def _tap_range(shift: int, stride: int, size: int, n_out: int) -> tuple[int, int]:
+    """Outputs ``y`` whose tap reads input row ``y * stride + shift`` inside ``[0, size)``."""
+    first = max(0, -(shift // stride))
+    last = min(n_out, (size - 1 - shift) // stride + 1)
+    return first, max(first, last)
+
+
+def _first_conv_patches(valid: torch.Tensor, conv: nn.Conv2d, new: Geometry, out_hw,
+                        batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conv reading the input directly: each patch is the kernel, cut off outside the image
+    (``valid``, ``[1, 1, H, W]``, is 1 on the image and 0 on zero padding). Also the patches'
+    squared norms, ``[1, O, ho, wo]``, summed from the squared kernel without forming them."""
     (ph, pw), (dh, dw) = _pair(conv.padding), _pair(conv.dilation)
     (kh, kw), (ho, wo) = _pair(conv.kernel_size), out_hw
     windows = F.unfold(F.pad(valid, (pw, pw, ph, ph)), (kh, kw), (dh, dw), 0, conv.stride)
-    windows = windows.view(kh, kw, ho, wo).permute(2, 3, 0, 1)[None, None, :, :, None]
-    kernel = conv.weight[None, :, None, None] * windows  # [1, O, ho, wo, ci, kh, kw]
+    norms = (conv.weight.square().sum(1).flatten(1) @ windows[0]).view(1, -1, ho, wo)
+    windows = windows.view(kh, kw, ho, wo).permute(2, 3, 0, 1)[None, :, :, None, :, :, None]
+    kernel = conv.weight.permute(1, 2, 3, 0).contiguous() * windows  # [1, ho, wo, ci, kh, kw, O], O innermost
     if (dh, dw) != (1, 1):
-        spread = kernel.new_zeros(*kernel.shape[:5], *new.size)
-        spread[..., ::dh, ::dw] = kernel
+        spread = kernel.new_zeros(*kernel.shape[:4], *new.size, kernel.shape[-1])
+        spread[:, :, :, :, ::dh, ::dw] = kernel
         kernel = spread
-    return kernel.expand(P.shape[0], *kernel.shape[1:])
+    return kernel.expand(batch, *kernel.shape[1:]), norms
 
 
 def _pool_patches(P: torch.Tensor, geo: Geometry, new: Geometry, pool: nn.MaxPool2d, winners, out_hw):
-    B, C, H, W, ci, ry, rx = P.shape
+    """Each window's patch is its winner's (the index recorded in the forward pass), shifted."""
+    B, H, W, ci, ry, rx, C = P.shape
     (kh, kw), (sh, sw) = _pair(pool.kernel_size), _pair(pool.stride)
     (ph, pw), (dh, dw) = _pair(pool.padding), _pair(pool.dilation)
     ho, wo = out_hw
     # Pad generously so every window tap indexes inside the tensor (ceil mode reaches past the end).
     extra_h = max(0, sh * (ho - 1) + dh * (kh - 1) + 1 - (H + 2 * ph))
     extra_w = max(0, sw * (wo - 1) + dw * (kw - 1) + 1 - (W + 2 * pw))
-    Pp = F.pad(P, (0, 0, 0, 0, 0, 0, pw, pw + extra_w, ph, ph + extra_h))
-    wy, wx = winners // W, winners % W  # winner's input position, [B, C, ho, wo]
-    base_y = torch.arange(ho, device=P.device).view(1, 1, ho, 1) * sh - ph
-    base_x = torch.arange(wo, device=P.device).view(1, 1, 1, wo) * sw - pw
-    out = P.new_zeros(B, C, ho, wo, ci, *new.size)
+    Pp = _pad_spatial(P, pw, pw + extra_w, ph, ph + extra_h)
+    winners = winners.permute(0, 2, 3, 1)  # [B, ho, wo, C]
+    wy, wx = winners // W, winners % W  # winner's input position
+    base_y = torch.arange(ho, device=P.device).view(1, ho, 1, 1) * sh - ph
+    base_x = torch.arange(wo, device=P.device).view(1, 1, wo, 1) * sw - pw
+    out = P.new_zeros(B, ho, wo, ci, *new.size, C)
     for a in range(kh):
         for b in range(kw):
             chosen = ((wy == base_y + a * dh) & (wx == base_x + b * dw)).to(P.dtype)
-            taps = Pp[:, :, a * dh: a * dh + sh * (ho - 1) + 1: sh, b * dw: b * dw + sw * (wo - 1) + 1: sw]
+            taps = Pp[:, a * dh: a * dh + sh * (ho - 1) + 1: sh, b * dw: b * dw + sw * (wo - 1) + 1: sw]
             y0, x0 = a * dh * geo.stride[0], b * dw * geo.stride[1]
-            out[..., y0:y0 + ry, x0:x0 + rx] += taps * chosen[..., None, None, None]
+            out[:, :, :, :, y0:y0 + ry, x0:x0 + rx] += taps * chosen[:, :, :, None, None, None]
     return out
 
 
-def _patch_stage(net: SwitchedNetwork, n_links: int, norms: dict, rows: slice) -> torch.Tensor:
-    """Propagate patches through the first ``n_links`` links for samples ``rows``."""
+def _patch_stage(net: SwitchedNetwork, n_links: int, norms: dict, rows: slice):
+    """Propagate patches through the first ``n_links`` links for samples ``rows``.
+
+    Returns the patches at the cut, their geometry and, when the cut follows a ReLU, its mask
+    ``[B, H, W, C]`` of active units (the patches are then left unmasked: only the active
+    ones are read). Zero padding is carried as a pending offset, never as a padded copy.
+    """
     chain = net.chain
-    device = next(iter(net.activities.values())).device
     B = rows.stop - rows.start
-    P = _input_patches(chain.in_shape, B, device)
+    device = next(iter(net.activities.values())).device
+    valid = torch.ones(1, 1, *chain.in_shape[1:], device=device)  # while P is None: the input itself
+    P, pad, active = None, (0, 0, 0, 0), None
     geo = Geometry((1, 1), (1, 1), (0, 0))
     geos = _geometries(net, n_links)
     hidden = set(chain.hidden_indices)
-    identity = True  # P still holds the input's own unit vectors (only zero pads so far)
     for k in range(n_links):
         link, m, new = chain.links[k], chain.links[k].module, geos[k]
         out_hw = link.out_shape[1:]
-        if isinstance(m, nn.Conv2d) and identity:
-            P = _first_conv_patches(P, m, new, out_hw)
-        elif isinstance(m, nn.Conv2d):
-            P = _conv_patches(P, geo, new, m, out_hw)
-        elif isinstance(m, nn.MaxPool2d):
-            P = _pool_patches(P, geo, new, m, net.winners[k][rows], out_hw)
+        if isinstance(m, (nn.Identity, nn.Dropout)):
+            pass
+        elif isinstance(m, nn.ZeroPad2d) and P is None:
+            valid = F.pad(valid, m.padding)
         elif isinstance(m, nn.ZeroPad2d):
-            left, right, top, bottom = m.padding
-            P = F.pad(P, (0, 0, 0, 0, 0, 0, left, right, top, bottom))
-        elif isinstance(m, nn.ReLU):
-            P = P * net.masks[k][rows][..., None, None, None].to(P.dtype)
-        if k in hidden:
-            norms[k][rows] = torch.linalg.vector_norm(P, dim=(-3, -2, -1)).square()
+            pad = tuple(p + q for p, q in zip(pad, m.padding, strict=True))
+        elif isinstance(m, nn.Conv2d) and P is None:
+            P, first_norms = _first_conv_patches(valid, m, new, out_hw, B)
+            if k in hidden:
+                norms[k][rows] = first_norms
+        elif isinstance(m, nn.Conv2d):
+            (P, conv_norms), pad = _conv_patches(P, geo, new, m, out_hw, pad), (0, 0, 0, 0)
+            if k in hidden:
+                norms[k][rows] = conv_norms
+        else:  # ReLU or MaxPool: they need the patches and their padding in place
+            if P is None:
+                P = _input_patches(valid, chain.in_shape[0], B)
+            if any(pad):
+                P, pad = _pad_spatial(P, *pad), (0, 0, 0, 0)
+            if isinstance(m, nn.MaxPool2d):
+                P = _pool_patches(P, geo, new, m, net.winners[k][rows], out_hw)
+            elif k == n_links - 1:
+                active = net.masks[k][rows].permute(0, 2, 3, 1)
+            else:
+                P = P * net.masks[k][rows].permute(0, 2, 3, 1)[:, :, :, None, None, None].to(P.dtype)
         geo = new
-        identity = identity and isinstance(m, (nn.ZeroPad2d, nn.Identity, nn.Dropout))
-    return P, geo
+    if any(pad):
+        P = _pad_spatial(P, *pad)
+    return P, geo, active
 
 
-def _patch_blocks(P: torch.Tensor, geo: Geometry) -> dict[tuple[int, int], torch.Tensor]:
-    """Gram blocks of one sample's patches: ``blocks[δ][y, x] = K((y, x), (y, x) + δ)``, [C, C].
+def _active_gram(patches: torch.Tensor, geo: Geometry, active: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of the ``active`` units' ŵ (``[C, H, W]`` mask; channel-major order).
 
-    Only offsets δ whose patches overlap can be non-zero; one half-plane of them is stored
-    (the other is the transpose). Positions whose partner falls outside hold zeros.
+    Units at positions p and p + δ overlap only for the few offsets δ within a patch's reach.
+    Per offset, every position's active units (padded to the most any position holds) are
+    multiplied with its partner position's in one batched product: only active pairs that
+    overlap are ever multiplied.
     """
-    C, H, W, _, ry, rx = P.shape
-    reach = [math.ceil(geo.size[j] / geo.stride[j]) for j in range(2)]
-    units = P.permute(1, 2, 0, 3, 4, 5)  # [H, W, C, ci, ry, rx]
-    blocks = {}
-    for dy in range(min(reach[0], H)):
-        for dx in range(-min(reach[1], W) + 1, min(reach[1], W)):
+    H, W, ci, ry, rx, _ = patches.shape
+    cs, ys, xs = active.nonzero(as_tuple=True)
+    n = len(cs)
+    if n == 0:
+        return patches.new_zeros(0, 0)
+    position = ys * W + xs
+    sorted_position, by_position = torch.sort(position, stable=True)
+    counts = torch.bincount(position, minlength=H * W)
+    slot = torch.empty_like(position)
+    slot[by_position] = torch.arange(n, device=position.device) - (counts.cumsum(0) - counts)[sorted_position]
+    units = patches.new_zeros(H, W, int(counts.max()), ci, ry, rx)
+    units[ys, xs, slot] = patches[ys, xs, :, :, :, cs]
+    ids = torch.full((H, W, units.shape[2]), n, device=position.device)  # n: an empty slot
+    ids[ys, xs, slot] = torch.arange(n, device=position.device)
+    gram = patches.new_zeros(n + 1, n + 1)
+    reach = [min(math.ceil(geo.size[j] / geo.stride[j]), (H, W)[j]) for j in range(2)]
+    for dy in range(reach[0]):
+        for dx in range(-reach[1] + 1, reach[1]):
             if dy == 0 and dx < 0:
-                continue
+                continue  # the other half-plane is the transpose
             oy, ox = dy * geo.stride[0], abs(dx) * geo.stride[1]
-            here = units[: H - dy, max(0, -dx): W - max(0, dx)]
-            there = units[dy:, max(0, dx): W + min(0, dx)]
-            cols_here = slice(ox, rx) if dx >= 0 else slice(0, rx - ox)
-            cols_there = slice(0, rx - ox) if dx >= 0 else slice(ox, rx)
-            a = here[..., oy:, cols_here].flatten(3)
-            b = there[..., : ry - oy, cols_there].flatten(3)
-            block = P.new_zeros(H, W, C, C)
-            block[: H - dy, max(0, -dx): W - max(0, dx)] = a @ b.transpose(-1, -2)
-            blocks[dy, dx] = block
-    return blocks
-
-
-def _placed_gram(patches: torch.Tensor, geo: Geometry, index: torch.Tensor, in_shape) -> torch.Tensor:
-    """Gram of the units ``index`` by placing their patches in the whole input: R Rᵀ."""
-    C, H, W, ci, ry, rx = patches.shape
-    _, hin, win = in_shape
-    top, left = geo.offset
-    canvas = patches.new_zeros(len(index), ci, max(top + hin, (H - 1) * geo.stride[0] + ry),
-                               max(left + win, (W - 1) * geo.stride[1] + rx))
-    c, y, x = index // (H * W), index // W % H, index % W
-    for pos in torch.unique(y * W + x).tolist():
-        here = (y * W + x == pos).nonzero().squeeze(1)
-        py, px = divmod(pos, W)
-        y0, x0 = py * geo.stride[0], px * geo.stride[1]  # canvas is shifted by the offset
-        canvas[here, :, y0:y0 + ry, x0:x0 + rx] = patches[c[here], py, px]
-    placed = canvas[:, :, top:top + hin, left:left + win].flatten(1)
-    return placed @ placed.T
-
-
-def _dense_gram(blocks, shape) -> torch.Tensor:
-    """The full Gram matrix ``[N, N]`` (N = C*H*W, channel-major) assembled from its blocks."""
-    C, H, W = shape
-    gram = next(iter(blocks.values())).new_zeros(C, H, W, C, H, W)
-    for (dy, dx), block in blocks.items():
-        ys = torch.arange(max(0, -dy), H - max(0, dy), device=block.device)
-        xs = torch.arange(max(0, -dx), W - max(0, dx), device=block.device)
-        part = block[ys[:, None], xs[None, :]]  # [hs, ws, C, C']
-        gram[:, ys[:, None], xs[None, :], :, ys[:, None] + dy, xs[None, :] + dx] = part
-        if dy or dx:
-            gram[:, ys[:, None] + dy, xs[None, :] + dx, :, ys[:, None], xs[None, :]] = part.transpose(-1, -2)
-    return gram.reshape(C * H * W, C * H * W)
+            here = (slice(0, H - dy), slice(max(0, -dx), W - max(0, dx)))
+            there = (slice(dy, H), slice(max(0, dx), W + min(0, dx)))
+            cols_here, cols_there = (slice(ox, rx), slice(0, rx - ox)) if dx >= 0 else \
+                (slice(0, rx - ox), slice(ox, rx))
+            a = units[here][..., oy:, cols_here].flatten(3)
+            b = units[there][..., : ry - oy, cols_there].flatten(3)
+            block = a @ b.transpose(-1, -2)  # [h, w, slots, slots]
+            i, j = ids[here][..., :, None], ids[there][..., None, :]
+            gram[i, j] = block
+            if dy or dx:
+                gram[j.transpose(-1, -2), i.transpose(-1, -2)] = block.transpose(-1, -2)
+    return gram[:n, :n]
 
 
 # ----- after the cut ---------------------------------------------------------------------
@@ -322,11 +365,43 @@ def _affine_columns(link, shape: tuple[int, ...], index: torch.Tensor) -> torch.
     return columns
 
 
+def _quadratic_forms(gram: torch.Tensor, t: torch.Tensor, wanted) -> torch.Tensor:
+    """``uᵀ H u`` for the ``wanted`` neurons of a layer, u a neuron's column of ``t`` ``[T, *shape]``.
+
+    A conv neuron is reached only by the cut units in its receptive field, so for conv layers
+    the forms are taken per output position over just those units (one batched product):
+    the dense ``H @ U`` would mostly multiply zeros.
+    """
+    units = t.shape[0]
+    if t.dim() != 4 or units == 0:
+        columns = t.reshape(units, -1)[:, wanted]
+        return ((gram @ columns) * columns).sum(0)
+    columns = t.flatten(2)  # [T, O, P]
+    positions = columns.shape[2]
+    position, unit = (columns != 0).any(1).T.nonzero(as_tuple=True)  # grouped by position
+    counts = torch.bincount(position, minlength=positions)
+    slot = torch.arange(len(unit), device=t.device) - (counts.cumsum(0) - counts)[position]
+    index = torch.full((positions, max(int(counts.max()), 1)), units, device=t.device)  # units: padding
+    index[position, slot] = unit
+    local_gram = F.pad(gram, (0, 1, 0, 1))[index[:, :, None], index[:, None, :]]  # [P, m, m]
+    padded = torch.cat([columns, columns.new_zeros(1, *columns.shape[1:])])
+    local = padded[index, :, torch.arange(positions, device=t.device)[:, None]]  # [P, m, O]
+    forms = (torch.bmm(local_gram, local) * local).sum(1)  # [P, O]
+    return forms.T.reshape(-1)[wanted]
+
+
+def _push_linear_sparse(linear: nn.Linear, t: torch.Tensor) -> torch.Tensor:
+    """``t @ Wᵀ`` reading only the inputs some row reaches: behind a ReLU most are switched off."""
+    reached = (t != 0).flatten(0, 1).any(0).nonzero().squeeze(1)
+    return t[..., reached] @ linear.weight[:, reached].T
+
+
 def divmod_tensor(value: torch.Tensor, divisor: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.div(value, divisor, rounding_mode="floor"), torch.remainder(value, divisor)
 
 
-def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: int, all_neurons: bool):
+def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict, row: int,
+               all_neurons: bool) -> None:
     """uᵀ H u for every later hidden neuron, u its row of the map from the cut's active units.
 
     The rows come from pushing the active units' unit vectors forward: the first affine layer's
@@ -335,14 +410,11 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: i
     chain = net.chain
     sample = _SampleView(net, row)
     cut_shape = chain.links[cut - 1].out_shape
-    index = (patches.abs().amax((-3, -2, -1)).flatten() > 0).nonzero().squeeze(1)
-    C, H, W, ci, ry, rx = patches.shape
-    reach = [math.ceil(geo.size[j] / geo.stride[j]) for j in range(2)]
-    blocks_cost = H * W * (2 * reach[0] - 1) * (2 * reach[1] - 1) * C * C * ci * ry * rx / 2
-    if len(index) ** 2 * math.prod(chain.in_shape) < GEMM_ADVANTAGE * blocks_cost:
-        gram = _placed_gram(patches, geo, index, chain.in_shape)
-    else:
-        gram = _dense_gram(_patch_blocks(patches, geo), cut_shape)[index][:, index]
+    if active is None:  # units whose ŵ is not zero (one with ŵ = 0 would only add a zero row)
+        active = patches.square().sum((2, 3, 4)) > 0
+    active = active.permute(2, 0, 1)  # [C, H, W]
+    index = active.flatten().nonzero().squeeze(1)
+    gram = _active_gram(patches, geo, active)
     positions, shape, t = index, cut_shape, None  # unit vectors, kept as indices until an affine layer
     for i in range(cut, max(chain.hidden_indices) + 1):
         link = chain.links[i]
@@ -363,13 +435,12 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, norms: dict, row: i
                 t = gram.new_zeros(1, len(positions), math.prod(shape))
                 t[0, torch.arange(len(positions), device=t.device), positions] = 1.0
                 t = t.view(1, len(positions), *shape)
-            t = sample.push_link(i, t)
+            t = _push_linear_sparse(link.module, t) if isinstance(link.module, nn.Linear) \
+                else sample.push_link(i, t)
         if link.is_affine and i in net.chain.hidden_indices:
-            u = t[0].flatten(1)  # [T, n_i]
             activity = sample.activity(i)[0].flatten()
             wanted = slice(None) if all_neurons else (activity <= 0).nonzero().squeeze(1)
-            columns = u[:, wanted]
-            norms[i][row].view(-1)[wanted] = ((gram @ columns) * columns).sum(0)
+            norms[i][row].view(-1)[wanted] = _quadratic_forms(gram, t[0], wanted)
 
 
 def squared_norms(
@@ -396,11 +467,12 @@ def squared_norms(
     per_chunk = max(1, max_memory // (4 * 3 * patch_floats))
     for start in range(0, B, per_chunk):
         rows = slice(start, min(B, start + per_chunk))
-        P, geo = _patch_stage(net, cut, norms, rows)
+        P, geo, active = _patch_stage(net, cut, norms, rows)
         if cut > max(chain.hidden_indices):
             continue
         for j in range(rows.stop - rows.start):
-            _after_cut(net, cut, P[j], geo, norms, start + j, all_neurons)
+            _after_cut(net, cut, P[j], geo, None if active is None else active[j], norms, start + j,
+                       all_neurons)
     return norms
 
 
