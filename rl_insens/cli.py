@@ -219,7 +219,7 @@ def faithfulness(agent_path, frames, seed, methods, fraction, sigma, closed_loop
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"agent": agent_path, "frames": frames, "seed": seed, "fraction": fraction, "sigma": sigma,
             "closed_loop_episodes": closed_loop_episodes, "closed_loop_steps": closed_loop_steps}
-    table = f.markdown_table(report["methods"], report["closed_loop"])
+    table = f.markdown_table(report["methods"], report["closed_loop"], closed_loop_steps)
     for name, text in (("faithfulness.json", json.dumps({"meta": meta, **report}, indent=2)),
                        ("faithfulness.md", table)):
         (out_dir / f"{name}.tmp").write_text(text)

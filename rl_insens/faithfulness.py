@@ -253,8 +253,8 @@ def condition_name(method: str | None, choice: str) -> str:
     return choice if method is None else f"{method}/{choice}"
 
 
-def markdown_table(methods: dict, closed_loop: dict | None = None) -> str:
-    """The per-method table, and the closed-loop one when there is one."""
+def markdown_table(methods: dict, closed_loop: dict | None = None, steps: int | None = None) -> str:
+    """The per-method table, and the closed-loop one (episodes of at most ``steps``) if any."""
     lines = ["| method | action kept, noise on least relevant | on most relevant | on random | "
              "deletion AUC (prob) ↓ | insertion AUC (prob) ↑ | rank corr. with randomised net ↓ |",
              "|---|---|---|---|---|---|---|"]
@@ -265,9 +265,9 @@ def markdown_table(methods: dict, closed_loop: dict | None = None) -> str:
                      f"{r['randomisation_spearman']:.3f} |")
     if closed_loop:
         n = len(closed_loop["clean"]["episodes"])
-        lines += ["", f"Closed loop ({n} episode{'s' * (n > 1)} per condition, up to "
-                  f"{closed_loop['clean']['episodes'][0]['length']} steps): the return, and the share of "
-                  "steps whose action is the one the clean frame gives", "",
+        length = f" of at most {steps} steps" if steps else ""
+        lines += ["", f"Closed loop ({n} episode{'s' * (n > 1)}{length} per condition): the return, and "
+                  "the share of steps whose action is the one the clean frame gives", "",
                   "| noise on | return | action kept |", "|---|---|---|"]
         labels = {"clean": "nothing (clean play)", "random": "random inputs"}
         for name, s in closed_loop.items():
