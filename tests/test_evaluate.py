@@ -127,3 +127,14 @@ def test_noise_goes_only_where_chosen():
     chosen = torch.tensor([[0, 1], [8, 9]])
     noisy = f.with_noise(flat, chosen, torch.full((2, 10), 1.0))
     assert noisy[0, :2].eq(1.0).all() and noisy[0, 2:].eq(0.5).all() and noisy[1, 8:].eq(1.0).all()
+
+
+def test_ray_backend_without_ray_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from rl_insens.parallel import run_unordered
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ImportError, match=r"rl-insens\[ray\]"):
+        list(run_unordered(abs, [1, -2], backend="ray"))
+    assert sorted(run_unordered(abs, [1, -2])) == [(0, 1), (1, 2)]
