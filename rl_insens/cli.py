@@ -37,7 +37,7 @@ def main() -> None:
 @main.command()
 @click.option("--out-dir", default="agents/pong_rlnet/train", show_default=True)
 @click.option("--total-steps", type=int, default=None,
-              help="Schedule length in agent steps [default: the resumed run's, else 4000000].")
+              help="Schedule length in agent steps [default: the resumed run's, else 10000000].")
 @click.option("--stop-at", type=int, default=None, help="Checkpoint and stop after this many steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--n-envs", default=8, show_default=True)

@@ -31,8 +31,10 @@ class TrainConfig:
 
     out_dir: str = "agents/pong_rlnet/train"
     """Holds resume.zip (model + optimiser), episodes.csv and the learning curve."""
-    total_steps: int = 4_000_000
-    """Length of the learning-rate and clip-range schedules, in agent steps."""
+    total_steps: int = 10_000_000
+    """Length of the learning-rate and clip-range schedules, in agent steps (rl-zoo's 10M).
+    Shorter schedules shrink the clip range too early: a 4M one left the return flat near 0
+    from 1.7M steps on. Training can stop as soon as the agent meets its target."""
     stop_at: int | None = None
     """Stop (after checkpointing) once this many steps are done; resume later."""
     seed: int = 0
