@@ -286,58 +286,81 @@ def _patch_stage(net: SwitchedNetwork, n_links: int, norms: dict, rows: slice):
     return P, geo, active
 
 
-def _active_gram(patches: torch.Tensor, geo: Geometry, active: torch.Tensor) -> torch.Tensor:
-    """Gram matrix of the ``active`` units' ŵ (``[C, H, W]`` mask; channel-major order).
+def _active_gram(patches: torch.Tensor, geo: Geometry, units: _CutUnits) -> torch.Tensor:
+    """Gram matrices ``[B, N, N]`` of each sample's active cut units' ŵ (numbered as ``units``).
 
     Units at positions p and p + δ overlap only for the few offsets δ within a patch's reach.
     Per offset, every position's active units (padded to the most any position holds) are
     multiplied with its partner position's in one batched product: only active pairs that
     overlap are ever multiplied.
     """
-    H, W, ci, ry, rx, _ = patches.shape
-    cs, ys, xs = active.nonzero(as_tuple=True)
-    n = len(cs)
-    if n == 0:
-        return patches.new_zeros(0, 0)
-    position = ys * W + xs
-    sorted_position, by_position = torch.sort(position, stable=True)
-    counts = torch.bincount(position, minlength=H * W)
-    slot = torch.empty_like(position)
-    slot[by_position] = torch.arange(n, device=position.device) - (counts.cumsum(0) - counts)[sorted_position]
-    units = patches.new_zeros(H, W, int(counts.max()), ci, ry, rx)
-    units[ys, xs, slot] = patches[ys, xs, :, :, :, cs]
-    ids = torch.full((H, W, units.shape[2]), n, device=position.device)  # n: an empty slot
-    ids[ys, xs, slot] = torch.arange(n, device=position.device)
-    gram = patches.new_zeros(n + 1, n + 1)
+    B, H, W, ci, ry, rx, _ = patches.shape
+    s, c, y, x = units.b, units.c, units.y, units.x
+    slot = _slots((s * H + y) * W + x, B * H * W)
+    stacked = patches.new_zeros(B, H, W, int(slot.max()) + 1 if len(slot) else 1, ci, ry, rx)
+    stacked[s, y, x, slot] = patches[s, y, x, :, :, :, c]
+    ids = torch.full(stacked.shape[:4], units.n_max, device=patches.device)  # n_max: an empty slot
+    ids[s, y, x, slot] = units.number
+    gram = patches.new_zeros(B, units.n_max + 1, units.n_max + 1)
+    sample = torch.arange(B, device=patches.device).view(B, 1, 1, 1, 1)
     reach = [min(math.ceil(geo.size[j] / geo.stride[j]), (H, W)[j]) for j in range(2)]
     for dy in range(reach[0]):
         for dx in range(-reach[1] + 1, reach[1]):
             if dy == 0 and dx < 0:
                 continue  # the other half-plane is the transpose
             oy, ox = dy * geo.stride[0], abs(dx) * geo.stride[1]
-            here = (slice(0, H - dy), slice(max(0, -dx), W - max(0, dx)))
-            there = (slice(dy, H), slice(max(0, dx), W + min(0, dx)))
+            here = (slice(None), slice(0, H - dy), slice(max(0, -dx), W - max(0, dx)))
+            there = (slice(None), slice(dy, H), slice(max(0, dx), W + min(0, dx)))
             cols_here, cols_there = (slice(ox, rx), slice(0, rx - ox)) if dx >= 0 else \
                 (slice(0, rx - ox), slice(ox, rx))
-            a = units[here][..., oy:, cols_here].flatten(3)
-            b = units[there][..., : ry - oy, cols_there].flatten(3)
-            block = a @ b.transpose(-1, -2)  # [h, w, slots, slots]
+            a = stacked[here][..., oy:, cols_here].flatten(4)
+            b = stacked[there][..., : ry - oy, cols_there].flatten(4)
+            block = a @ b.transpose(-1, -2)  # [B, h, w, slots, slots]
             i, j = ids[here][..., :, None], ids[there][..., None, :]
-            gram[i, j] = block
+            gram[sample, i, j] = block
             if dy or dx:
-                gram[j.transpose(-1, -2), i.transpose(-1, -2)] = block.transpose(-1, -2)
-    return gram[:n, :n]
+                gram[sample, j.transpose(-1, -2), i.transpose(-1, -2)] = block.transpose(-1, -2)
+    return gram[:, : units.n_max, : units.n_max]
+
+
+def _slots(group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Each element's rank among the elements of its group (groups numbered ``0..n_groups-1``)."""
+    sorted_group, order = torch.sort(group, stable=True)
+    counts = torch.bincount(group, minlength=n_groups)
+    slot = torch.empty_like(group)
+    slot[order] = torch.arange(len(group), device=group.device) - (counts.cumsum(0) - counts)[sorted_group]
+    return slot
 
 
 # ----- after the cut ---------------------------------------------------------------------
-class _SampleView(SwitchedNetwork):
-    """One sample's state, sharing the parent's recorded masks and winners."""
+class _RowsView(SwitchedNetwork):
+    """Some samples' state, sharing the parent's recorded masks and winners."""
 
-    def __init__(self, net: SwitchedNetwork, row: int) -> None:  # noqa: D107 (no forward pass)
-        self.chain, self.batch = net.chain, 1
-        self.masks = {k: v[row:row + 1] for k, v in net.masks.items()}
-        self.winners = {k: v[row:row + 1] for k, v in net.winners.items()}
-        self.activities = {k: v[row:row + 1] for k, v in net.activities.items()}
+    def __init__(self, net: SwitchedNetwork, rows: slice) -> None:  # noqa: D107 (no forward pass)
+        self.chain, self.batch = net.chain, rows.stop - rows.start
+        self.masks = {k: v[rows] for k, v in net.masks.items()}
+        self.winners = {k: v[rows] for k, v in net.winners.items()}
+        self.activities = {k: v[rows] for k, v in net.activities.items()}
+
+
+@dataclass(frozen=True)
+class _CutUnits:
+    """The active cut units of a batch: sample ``b``, channel ``c`` and position ``(y, x)`` of
+    each, numbered ``0..n-1`` within its sample in channel-major order; ``n_max`` the most."""
+
+    b: torch.Tensor
+    c: torch.Tensor
+    y: torch.Tensor
+    x: torch.Tensor
+    number: torch.Tensor
+    n_max: int
+
+    @classmethod
+    def of(cls, active: torch.Tensor) -> _CutUnits:
+        """From the ``[B, C, H, W]`` mask of active units."""
+        b, c, y, x = active.nonzero(as_tuple=True)
+        number = _slots(b, active.shape[0])
+        return cls(b, c, y, x, number, int(number.max()) + 1 if len(number) else 0)
 
 
 def _affine_columns(link, shape: tuple[int, ...], index: torch.Tensor) -> torch.Tensor:
@@ -365,29 +388,31 @@ def _affine_columns(link, shape: tuple[int, ...], index: torch.Tensor) -> torch.
     return columns
 
 
-def _quadratic_forms(gram: torch.Tensor, t: torch.Tensor, wanted) -> torch.Tensor:
-    """``uᵀ H u`` for the ``wanted`` neurons of a layer, u a neuron's column of ``t`` ``[T, *shape]``.
+def _quadratic_forms(gram: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``uᵀ H u`` for every neuron of a layer, ``[B, n]``; u a neuron's column of ``t`` ``[B, T, *shape]``.
 
     A conv neuron is reached only by the cut units in its receptive field, so for conv layers
-    the forms are taken per output position over just those units (one batched product):
-    the dense ``H @ U`` would mostly multiply zeros.
+    the forms are taken per sample and output position over just those units (one batched
+    product): the dense ``H @ U`` would mostly multiply zeros.
     """
-    units = t.shape[0]
-    if t.dim() != 4 or units == 0:
-        columns = t.reshape(units, -1)[:, wanted]
-        return ((gram @ columns) * columns).sum(0)
-    columns = t.flatten(2)  # [T, O, P]
-    positions = columns.shape[2]
-    position, unit = (columns != 0).any(1).T.nonzero(as_tuple=True)  # grouped by position
-    counts = torch.bincount(position, minlength=positions)
-    slot = torch.arange(len(unit), device=t.device) - (counts.cumsum(0) - counts)[position]
-    index = torch.full((positions, max(int(counts.max()), 1)), units, device=t.device)  # units: padding
-    index[position, slot] = unit
-    local_gram = F.pad(gram, (0, 1, 0, 1))[index[:, :, None], index[:, None, :]]  # [P, m, m]
-    padded = torch.cat([columns, columns.new_zeros(1, *columns.shape[1:])])
-    local = padded[index, :, torch.arange(positions, device=t.device)[:, None]]  # [P, m, O]
-    forms = (torch.bmm(local_gram, local) * local).sum(1)  # [P, O]
-    return forms.T.reshape(-1)[wanted]
+    B, units = t.shape[:2]
+    if t.dim() != 5 or units == 0:
+        columns = t.reshape(B, units, -1)
+        return (torch.bmm(gram, columns) * columns).sum(1)
+    columns = t.flatten(3)  # [B, T, O, P]
+    positions = columns.shape[3]
+    b, position, unit = (columns != 0).any(2).transpose(1, 2).nonzero(as_tuple=True)  # by sample, position
+    group = b * positions + position
+    slot = _slots(group, B * positions)
+    index = torch.full((B * positions, int(slot.max()) + 1 if len(slot) else 1), units, device=t.device)
+    index[group, slot] = unit  # units: padding
+    sample = torch.arange(B, device=t.device).repeat_interleave(positions)[:, None]
+    local_gram = F.pad(gram, (0, 1, 0, 1))[sample[..., None], index[:, :, None], index[:, None, :]]
+    padded = torch.cat([columns, columns.new_zeros(B, 1, *columns.shape[2:])], 1)
+    where = torch.arange(positions, device=t.device).repeat(B)[:, None]
+    local = padded[sample, index, :, where]  # [B*P, m, O]
+    forms = (torch.bmm(local_gram, local) * local).sum(1)  # [B*P, O]
+    return forms.view(B, positions, -1).transpose(1, 2).reshape(B, -1)
 
 
 def _push_linear_sparse(linear: nn.Linear, t: torch.Tensor) -> torch.Tensor:
@@ -400,22 +425,27 @@ def divmod_tensor(value: torch.Tensor, divisor: int) -> tuple[torch.Tensor, torc
     return torch.div(value, divisor, rounding_mode="floor"), torch.remainder(value, divisor)
 
 
-def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict, row: int,
+def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict, rows: slice,
                all_neurons: bool) -> None:
     """uᵀ H u for every later hidden neuron, u its row of the map from the cut's active units.
 
     The rows come from pushing the active units' unit vectors forward: the first affine layer's
-    columns are read off its weights, later layers are applied to them as matrices.
+    columns are read off its weights, later layers are applied to them as matrices. Samples
+    are processed together, each one's units padded to the most any holds (padding rows and
+    columns of H are zero, so they add nothing).
     """
     chain = net.chain
-    sample = _SampleView(net, row)
-    cut_shape = chain.links[cut - 1].out_shape
+    view = _RowsView(net, rows)
     if active is None:  # units whose ŵ is not zero (one with ŵ = 0 would only add a zero row)
-        active = patches.square().sum((2, 3, 4)) > 0
-    active = active.permute(2, 0, 1)  # [C, H, W]
-    index = active.flatten().nonzero().squeeze(1)
-    gram = _active_gram(patches, geo, active)
-    positions, shape, t = index, cut_shape, None  # unit vectors, kept as indices until an affine layer
+        active = patches.square().sum((3, 4, 5)) > 0
+    units = _CutUnits.of(active.permute(0, 3, 1, 2))  # [B, C, H, W]
+    gram = _active_gram(patches, geo, units)
+    B, (_, H, W) = view.batch, chain.links[cut - 1].out_shape
+    positions = torch.zeros(B, units.n_max, dtype=torch.long, device=patches.device)
+    positions[units.b, units.number] = (units.c * H + units.y) * W + units.x  # padding: unit 0
+    real = torch.zeros(B, units.n_max, 1, dtype=patches.dtype, device=patches.device)
+    real[units.b, units.number] = 1.0
+    shape, t = chain.links[cut - 1].out_shape, None  # unit vectors, kept as indices until an affine layer
     for i in range(cut, max(chain.hidden_indices) + 1):
         link = chain.links[i]
         if t is None and isinstance(link.module, nn.ZeroPad2d):
@@ -429,18 +459,20 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict
             shape = link.out_shape
             continue
         if t is None and link.is_affine:
-            t = _affine_columns(link, shape, positions)[None]
+            t = _affine_columns(link, shape, positions.flatten()).unflatten(0, positions.shape)
+            t = t * real.view(B, -1, *[1] * (t.dim() - 2))
         else:
             if t is None:  # anything else: materialise the unit vectors and push them
-                t = gram.new_zeros(1, len(positions), math.prod(shape))
-                t[0, torch.arange(len(positions), device=t.device), positions] = 1.0
-                t = t.view(1, len(positions), *shape)
+                t = torch.zeros(B, units.n_max, math.prod(shape), device=patches.device, dtype=patches.dtype)
+                t.scatter_(2, positions[..., None], real)
+                t = t.view(B, units.n_max, *shape)
             t = _push_linear_sparse(link.module, t) if isinstance(link.module, nn.Linear) \
-                else sample.push_link(i, t)
+                else view.push_link(i, t)
         if link.is_affine and i in net.chain.hidden_indices:
-            activity = sample.activity(i)[0].flatten()
-            wanted = slice(None) if all_neurons else (activity <= 0).nonzero().squeeze(1)
-            norms[i][row].view(-1)[wanted] = _quadratic_forms(gram, t[0], wanted)
+            forms = _quadratic_forms(gram, t)
+            wanted = torch.ones_like(forms, dtype=torch.bool) if all_neurons else \
+                view.activity(i).flatten(1) <= 0
+            norms[i][rows] = torch.where(wanted, forms, 0.0).view_as(norms[i][rows])
 
 
 def squared_norms(
@@ -470,9 +502,7 @@ def squared_norms(
         P, geo, active = _patch_stage(net, cut, norms, rows)
         if cut > max(chain.hidden_indices):
             continue
-        for j in range(rows.stop - rows.start):
-            _after_cut(net, cut, P[j], geo, None if active is None else active[j], norms, start + j,
-                       all_neurons)
+        _after_cut(net, cut, P, geo, active, norms, rows, all_neurons)
     return norms
 
 
