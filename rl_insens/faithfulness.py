@@ -123,15 +123,6 @@ def measure_method(network: nn.Module, x: torch.Tensor, method: str, batch: int 
             "randomisation_spearman": randomisation_check(network, x[:few], method, maps[:few])}
 
 
-def evaluate_methods(network: nn.Module, x: torch.Tensor, methods, batch: int = 16, progress: bool = True,
-                     fraction: float = 0.5, sigma: float = 0.3) -> dict:
-    """``measure_method`` for each method, in this process."""
-    from tqdm import tqdm
-
-    return {method: measure_method(network, x, method, batch, fraction, sigma)
-            for method in tqdm(methods, desc="methods", disable=not progress)}
-
-
 # ----- closed loop ------------------------------------------------------------------------------
 CHOICES = ("clean", "lowest", "highest", "random")
 """Closed-loop conditions: no noise, or noise on the least / most relevant or random inputs."""
