@@ -73,7 +73,8 @@ def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, chec
 @click.option("--train-dir", default="agents/pong_rlnet/train", show_default=True)
 @click.option("--out", "agent_dir", default=str(DEFAULT_AGENT), show_default=True)
 @click.option("--episodes", default=10, show_default=True)
-def export_agent(train_dir, agent_dir, episodes):
+@click.option("--note", default=None, help="Goes into the model card, e.g. how the schedule changed.")
+def export_agent(train_dir, agent_dir, episodes, note):
     """Ship the training checkpoint as an agent directory with a model card."""
     from .train import TrainConfig
     from .train import export_agent as run
@@ -83,7 +84,7 @@ def export_agent(train_dir, agent_dir, episodes):
         else TrainConfig(out_dir=train_dir)
     if not cfg.resume_path.exists():
         fail(f"no checkpoint at {cfg.resume_path}")
-    card = run(cfg, agent_dir, eval_episodes=episodes)
+    card = run(cfg, agent_dir, eval_episodes=episodes, note=note)
     click.echo(json.dumps(card["evaluation"], indent=2))
 
 

@@ -216,7 +216,8 @@ def training_wall_time(csv_path: Path) -> float:
 
 
 def export_agent(
-    cfg: TrainConfig, agent_dir: str | Path, eval_episodes: int = 10, eval_seed: int = 1000
+    cfg: TrainConfig, agent_dir: str | Path, eval_episodes: int = 10, eval_seed: int = 1000,
+    note: str | None = None,
 ) -> dict:
     """Ship the checkpoint as an rl-insens agent: weights, model card with scores, curve."""
     from .agents import load_agent, save_agent
@@ -234,6 +235,8 @@ def export_agent(
         "wall_time_hours": round(training_wall_time(csv_path) / 3600, 2) if csv_path.exists() else None,
         "preprocessing_note": "network input: uint8 frames / 255 (Agent.preprocess), shape (4, 84, 84)",
     }
+    if note:
+        card["training_note"] = note
     save_agent(model.policy, agent_dir, card)
     agent = load_agent(agent_dir)
     seeds = list(range(eval_seed, eval_seed + eval_episodes))

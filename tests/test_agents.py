@@ -1,5 +1,7 @@
 """Loading agents: ours and stable-baselines3 zips of each supported kind, and their errors."""
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -151,3 +153,21 @@ def test_training_smoke_run_checkpoints_and_resumes(tmp_path):
     assert (tmp_path / "run" / "learning_curve.png").exists()
     assert (tmp_path / "run" / "episodes.csv").read_text().startswith("step,return,length,wall_time")
     plot_learning_curve(tmp_path / "run" / "episodes.csv", tmp_path / "curve.png")
+
+
+def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
+    from rl_insens.train import TrainConfig, export_agent, train
+
+    settings = {**ri.agents.PongSettings().as_dict(), "max_episode_steps": 50}
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), total_steps=10_000, stop_at=64, n_envs=2, n_steps=32,
+                      batch_size=32, checkpoint_every=64, subprocess_envs=False, env_settings=settings)
+    trained = train(cfg)
+    card = export_agent(cfg, tmp_path / "agent", eval_episodes=2, note="schedule extended at 32 steps")
+    agent = ri.load_agent(tmp_path / "agent")
+    saved = json.loads((tmp_path / "agent" / "card.json").read_text())
+    assert saved["steps_trained"] == trained.num_timesteps and saved["training_note"] == card["training_note"]
+    assert saved["evaluation"]["training_setting"]["seeds"] == [1000, 1001]
+    assert saved["evaluation"]["sticky_actions_0.25"]["episodes"] == 2
+    obs = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
+    expected = trained.policy.predict(obs, deterministic=True)[0]
+    assert agent.act(obs) == int(expected)
