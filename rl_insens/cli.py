@@ -43,12 +43,14 @@ def main() -> None:
 @click.option("--n-envs", default=8, show_default=True)
 @click.option("--n-steps", default=128, show_default=True)
 @click.option("--batch-size", default=256, show_default=True)
+@click.option("--sticky-envs", type=int, default=None,
+              help="Environments with sticky actions (p 0.25) [default: the resumed run's, else 0].")
 @click.option("--checkpoint-every", default=100_000, show_default=True)
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
 @click.option("--dummy-envs", is_flag=True, help="Step environments in this process.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resume.zip if it exists.")
-def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, checkpoint_every, threads,
-          dummy_envs, resume):
+def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, sticky_envs, checkpoint_every,
+          threads, dummy_envs, resume):
     """Train RLNET on Pong with PPO (resumable)."""
     import torch
 
@@ -56,13 +58,15 @@ def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, chec
     from .train import train as run
 
     torch.set_num_threads(threads)
-    saved = Path(out_dir) / "config.json"
+    saved_path = Path(out_dir) / "config.json"
+    saved = json.loads(saved_path.read_text()) if resume and saved_path.exists() else {}
     if total_steps is None:
-        total_steps = json.loads(saved.read_text())["total_steps"] if resume and saved.exists() \
-            else TrainConfig.total_steps
+        total_steps = saved.get("total_steps", TrainConfig.total_steps)
+    if sticky_envs is None:
+        sticky_envs = saved.get("sticky_envs", TrainConfig.sticky_envs)
     cfg = TrainConfig(out_dir=out_dir, total_steps=total_steps, stop_at=stop_at, seed=seed, n_envs=n_envs,
-                      n_steps=n_steps, batch_size=batch_size, checkpoint_every=checkpoint_every,
-                      subprocess_envs=not dummy_envs)
+                      n_steps=n_steps, batch_size=batch_size, sticky_envs=sticky_envs,
+                      checkpoint_every=checkpoint_every, subprocess_envs=not dummy_envs)
     try:
         run(cfg, resume=resume)
     except KeyboardInterrupt:

@@ -46,6 +46,9 @@ class TrainConfig:
     """Initial value; decays linearly to 0 over ``total_steps``."""
     clip_range: float = 0.1
     """Initial value; decays linearly to 0 over ``total_steps``."""
+    sticky_envs: int = 0
+    """How many of the ``n_envs`` repeat the previous action with probability 0.25 (sticky
+    actions), so that the policy cannot rely on exact timing; the others use ``env_settings``."""
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     checkpoint_every: int = 100_000
@@ -64,8 +67,11 @@ def linear(initial: float):
 
 def make_envs(cfg: TrainConfig, seed: int) -> VecEnv:
     def make(rank: int):
+        settings = {**cfg.env_settings, "repeat_action_probability": 0.25} if rank < cfg.sticky_envs \
+            else cfg.env_settings
+
         def thunk():
-            env = Monitor(make_pong_env(**cfg.env_settings))
+            env = Monitor(make_pong_env(**settings))
             env.reset(seed=seed + rank)
             env.action_space.seed(seed + rank)
             return env
@@ -151,7 +157,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> PPO:
             device="cpu",
             verbose=0,
         )
-        (Path(cfg.out_dir) / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    (Path(cfg.out_dir) / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     target = min(cfg.total_steps, cfg.stop_at or cfg.total_steps)
     if model.num_timesteps >= target:

@@ -147,9 +147,12 @@ def test_training_smoke_run_checkpoints_and_resumes(tmp_path):
                       batch_size=32, checkpoint_every=64, subprocess_envs=False)
     first = train(cfg)
     assert first.num_timesteps >= 128 and cfg.resume_path.exists()
-    cfg.stop_at = 256
+    cfg.stop_at, cfg.sticky_envs = 256, 1
     second = train(cfg, resume=True)
     assert second.num_timesteps >= 256
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["sticky_envs"] == 1
+    sticky = [env.unwrapped.ale.getFloat("repeat_action_probability") for env in second.get_env().envs]
+    assert sticky == [0.25, 0.0]
     assert (tmp_path / "run" / "learning_curve.png").exists()
     assert (tmp_path / "run" / "episodes.csv").read_text().startswith("step,return,length,wall_time")
     plot_learning_curve(tmp_path / "run" / "episodes.csv", tmp_path / "curve.png")
