@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import signal
 import time
@@ -71,6 +72,8 @@ def make_envs(cfg: TrainConfig, seed: int) -> VecEnv:
             else cfg.env_settings
 
         def thunk():
+            if multiprocessing.parent_process() is not None:  # a worker: Ctrl-C is the trainer's to handle
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             env = Monitor(make_pong_env(**settings))
             env.reset(seed=seed + rank)
             env.action_space.seed(seed + rank)
@@ -91,6 +94,12 @@ class TrainingMonitor(BaseCallback):
         self.csv_path = Path(cfg.out_dir) / "episodes.csv"
         self.next_checkpoint = 0
         self.recent: list[float] = []
+        self.stop_requested = False
+
+    def request_stop(self, *_) -> None:
+        """Signal handler: end ``learn`` at the next step, which then checkpoints. Raising from
+        the handler instead can leave SubprocVecEnv half-way through a step, and its close() hangs."""
+        self.stop_requested = True
 
     def _on_training_start(self) -> None:
         if not self.csv_path.exists():
@@ -116,7 +125,7 @@ class TrainingMonitor(BaseCallback):
         if self.num_timesteps >= self.next_checkpoint:
             self.save_checkpoint()
             self.next_checkpoint += self.cfg.checkpoint_every
-        return self.num_timesteps < self.target_steps
+        return self.num_timesteps < self.target_steps and not self.stop_requested
 
     def save_checkpoint(self) -> None:
         tmp = self.cfg.resume_path.with_suffix(".tmp.zip")
@@ -164,25 +173,21 @@ def train(cfg: TrainConfig, resume: bool = False) -> PPO:
         print(f"already trained {model.num_timesteps} steps (target {target})")
         return model
     monitor = TrainingMonitor(cfg, target)
-    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = {sig: signal.signal(sig, monitor.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         model.learn(
             total_timesteps=cfg.total_steps - model.num_timesteps if resuming else cfg.total_steps,
             callback=monitor,
             reset_num_timesteps=not resuming,
         )
-    except KeyboardInterrupt:
-        print(f"interrupted: checkpointing at {model.num_timesteps} steps")
-        monitor.save_checkpoint()
-        raise
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         envs.close()
+    if monitor.stop_requested:
+        print(f"interrupted: checkpoint saved at {model.num_timesteps} steps")
+        raise KeyboardInterrupt
     return model
-
-
-def _raise_keyboard_interrupt(*_) -> None:
-    raise KeyboardInterrupt
 
 
 def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20) -> None:

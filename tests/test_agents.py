@@ -174,3 +174,28 @@ def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     obs = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
     expected = trained.policy.predict(obs, deterministic=True)[0]
     assert agent.act(obs) == int(expected)
+
+
+def test_sigterm_stops_training_with_a_checkpoint_and_no_hang(tmp_path):
+    """With environments in worker processes, as the real training runs."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    code = ("from rl_insens.train import TrainConfig, train; "
+            f"train(TrainConfig(out_dir={str(out)!r}, total_steps=10**6, n_envs=2, n_steps=32, "
+            "batch_size=32, checkpoint_every=10**6, subprocess_envs=True))")
+    trainer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "episodes.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # well inside learn(), stepping the workers
+        trainer.send_signal(signal.SIGTERM)
+        output = trainer.communicate(timeout=60)[0].decode()
+    finally:
+        trainer.kill()
+    assert "interrupted: checkpoint saved at" in output, output[-2000:]
+    assert PPO.load(out / "resume.zip", device="cpu").num_timesteps > 0
