@@ -73,6 +73,18 @@ def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, stic
         fail("interrupted; the checkpoint was saved, continue with --resume")
 
 
+def _saved_train_config(train_dir: str):
+    """The configuration of the run in ``train_dir``, which must hold a checkpoint."""
+    from .train import TrainConfig
+
+    saved = Path(train_dir) / "config.json"
+    cfg = TrainConfig(**{**json.loads(saved.read_text()), "out_dir": train_dir}) if saved.exists() \
+        else TrainConfig(out_dir=train_dir)
+    if not cfg.resume_path.exists():
+        fail(f"no checkpoint at {cfg.resume_path}")
+    return cfg
+
+
 @main.command("export-agent")
 @click.option("--train-dir", default="agents/pong_rlnet/train", show_default=True)
 @click.option("--out", "agent_dir", default=str(DEFAULT_AGENT), show_default=True)
@@ -80,16 +92,25 @@ def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, stic
 @click.option("--note", default=None, help="Goes into the model card, e.g. how the schedule changed.")
 def export_agent(train_dir, agent_dir, episodes, note):
     """Ship the training checkpoint as an agent directory with a model card."""
-    from .train import TrainConfig
     from .train import export_agent as run
 
-    saved = Path(train_dir) / "config.json"
-    cfg = TrainConfig(**{**json.loads(saved.read_text()), "out_dir": train_dir}) if saved.exists() \
-        else TrainConfig(out_dir=train_dir)
-    if not cfg.resume_path.exists():
-        fail(f"no checkpoint at {cfg.resume_path}")
+    cfg = _saved_train_config(train_dir)
     card = run(cfg, agent_dir, eval_episodes=episodes, note=note)
     click.echo(json.dumps(card["evaluation"], indent=2))
+
+
+@main.command("validate-checkpoint")
+@click.option("--train-dir", default="agents/pong_rlnet/train", show_default=True)
+@click.option("--first-seed", default=2000, show_default=True, help="Seeds the model card does not use.")
+@click.option("--episodes", default=10, show_default=True)
+def validate_checkpoint(train_dir, first_seed, episodes):
+    """Score the training checkpoint greedily (plain and sticky) into TRAIN_DIR/validation.jsonl."""
+    from .train import validate_checkpoint as run
+
+    cfg = _saved_train_config(train_dir)
+    record = run(cfg, first_seed=first_seed, episodes=episodes)
+    click.echo(" ".join(f"{k}: {v['mean']:+.1f}" if isinstance(v, dict) else f"{k}: {v}"
+                        for k, v in record.items()))
 
 
 @main.command()

@@ -25,6 +25,9 @@ from tqdm import tqdm
 
 from .agents import PongSettings, RLNetExtractor, make_pong_env
 
+STICKY_PROBABILITY = 0.25
+"""Repeat probability of sticky actions, the ALE v5 default, for robustness training and checks."""
+
 
 @dataclass
 class TrainConfig:
@@ -48,7 +51,7 @@ class TrainConfig:
     clip_range: float = 0.1
     """Initial value; decays linearly to 0 over ``total_steps``."""
     sticky_envs: int = 0
-    """How many of the ``n_envs`` repeat the previous action with probability 0.25 (sticky
+    """How many of the ``n_envs`` repeat the previous action with ``STICKY_PROBABILITY`` (sticky
     actions), so that the policy cannot rely on exact timing; the others use ``env_settings``."""
     ent_coef: float = 0.01
     vf_coef: float = 0.5
@@ -68,8 +71,7 @@ def linear(initial: float):
 
 def make_envs(cfg: TrainConfig, seed: int) -> VecEnv:
     def make(rank: int):
-        settings = {**cfg.env_settings, "repeat_action_probability": 0.25} if rank < cfg.sticky_envs \
-            else cfg.env_settings
+        settings = _sticky(cfg.env_settings) if rank < cfg.sticky_envs else cfg.env_settings
 
         def thunk():
             if multiprocessing.parent_process() is not None:  # a worker: Ctrl-C is the trainer's to handle
@@ -232,7 +234,6 @@ def export_agent(
 ) -> dict:
     """Ship the checkpoint as an rl-insens agent: weights, model card with scores, curve."""
     from .agents import load_agent, save_agent
-    from .evaluate import play_episodes, summary
 
     model = PPO.load(cfg.resume_path, device="cpu")
     agent_dir = Path(agent_dir)
@@ -249,15 +250,38 @@ def export_agent(
     if note:
         card["training_note"] = note
     save_agent(model.policy, agent_dir, card)
-    agent = load_agent(agent_dir)
     seeds = list(range(eval_seed, eval_seed + eval_episodes))
-    sticky = {**cfg.env_settings, "repeat_action_probability": 0.25}
     card["evaluation"] = {
         "protocol": f"{eval_episodes} episodes, greedy actions, reset seeds {seeds[0]}..{seeds[-1]}",
-        "training_setting": summary(play_episodes(agent, seeds, **cfg.env_settings)),
-        "sticky_actions_0.25": summary(play_episodes(agent, seeds, **sticky)),
+        **greedy_evaluation(load_agent(agent_dir), cfg.env_settings, seeds),
     }
     save_agent(model.policy, agent_dir, card)
     if csv_path.exists():
         plot_learning_curve(csv_path, agent_dir / "learning_curve.png")
     return card
+
+
+def _sticky(env_settings: dict) -> dict:
+    return {**env_settings, "repeat_action_probability": STICKY_PROBABILITY}
+
+
+def greedy_evaluation(agent, env_settings: dict, seeds: list[int]) -> dict:
+    """The model card's protocol: greedy returns in the training setting and with sticky actions."""
+    from .evaluate import play_episodes, summary
+
+    sticky = summary(play_episodes(agent, seeds, **_sticky(env_settings)))
+    return {"training_setting": summary(play_episodes(agent, seeds, **env_settings)),
+            f"sticky_actions_{STICKY_PROBABILITY}": sticky}
+
+
+def validate_checkpoint(cfg: TrainConfig, first_seed: int = 2000, episodes: int = 10) -> dict:
+    """Score the current checkpoint on seeds the card does not use, and append it to
+    ``validation.jsonl``: choosing which checkpoint to ship must not look at the card's seeds."""
+    from .agents import load_agent
+
+    seeds = list(range(first_seed, first_seed + episodes))
+    record = {"steps": int(PPO.load(cfg.resume_path, device="cpu").num_timesteps),
+              **greedy_evaluation(load_agent(cfg.resume_path), cfg.env_settings, seeds)}
+    with open(Path(cfg.out_dir) / "validation.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record

@@ -159,7 +159,7 @@ def test_training_smoke_run_checkpoints_and_resumes(tmp_path):
 
 
 def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
-    from rl_insens.train import TrainConfig, export_agent, train
+    from rl_insens.train import TrainConfig, export_agent, train, validate_checkpoint
 
     settings = {**ri.agents.PongSettings().as_dict(), "max_episode_steps": 50}
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), total_steps=10_000, stop_at=64, n_envs=2, n_steps=32,
@@ -174,6 +174,11 @@ def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     obs = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
     expected = trained.policy.predict(obs, deterministic=True)[0]
     assert agent.act(obs) == int(expected)
+    for first_seed in (2000, 3000):
+        validate_checkpoint(cfg, first_seed=first_seed, episodes=1)
+    log = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
+    assert [r["training_setting"]["seeds"] for r in log] == [[2000], [3000]]
+    assert log[0]["steps"] == trained.num_timesteps and log[0]["sticky_actions_0.25"]["episodes"] == 1
 
 
 def test_sigterm_stops_training_with_a_checkpoint_and_no_hang(tmp_path):
