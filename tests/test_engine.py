@@ -1,6 +1,9 @@
 """The engine against a slow full-Jacobian reference, and Theorem 1 at full size."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,12 +126,98 @@ def test_neuron_state():
     assert ((state.active_fraction > 0) & (state.active_fraction < 1)).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-def test_insens_on_cuda_matches_cpu():
-    model = build(TEST_NETS[0][1])
-    x = torch.randn(4, *TEST_NETS[0][2])
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name,constructor,shape", TEST_NETS)
+def test_insens_on_cuda_matches_full_jacobian(name, constructor, shape):
+    model = build(constructor)
+    torch.manual_seed(1)
+    x = torch.randn(4, *shape)
     on_gpu = ri.insens(model.cuda(), x.cuda()).cpu()
     assert relative_error(on_gpu, insens_reference(model.cpu(), x)) <= 1e-4
+
+
+@needs_cuda
+def test_rlnet_batch_on_cuda_matches_cpu_even_with_tf32_allowed():
+    """The engine turns TF32 off itself: a user's global TF32 setting must not cost exactness."""
+    torch.manual_seed(0)
+    model = ri.RLNet().eval()
+    for layer in (model.conv1, model.conv2, model.conv3, model.fc1):
+        layer.bias.data -= 0.05
+    x = torch.rand(5, 4, 84, 84)
+    on_cpu = ri.insens(model, x)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        on_gpu = ri.insens(model.cuda(), x.cuda()).cpu()
+        state = ri.neuron_state(model, x.cuda())
+        p = ri.switched_projection(model, x[0].cuda(), "conv3", list(range(0, 3136, 97)))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert relative_error(on_gpu, on_cpu) <= 1e-4
+    fc1 = ri.neuron_state(model.cpu(), x).layers["fc1"]
+    agree = (state.layers["fc1"].active.cpu() == fc1.active) | (fc1.activity.abs() < 1e-4)
+    assert agree.all()
+    assert torch.allclose((p.weight * x[0].cuda()).flatten(1).sum(1) + p.bias, p.activity, atol=1e-4)
+
+
+MEMORY_PROBE = """
+import resource, torch, rl_insens as ri
+torch.manual_seed(0)
+model = ri.RLNet().eval()
+for layer in (model.conv1, model.conv2, model.conv3, model.fc1):
+    layer.bias.data -= 0.05
+x = torch.rand(12, 4, 84, 84)
+ri.insens(model, x[:1], max_memory=1)
+for bound in ({small}, {large}):
+    start = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+    ri.insens(model, x, max_memory=bound)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux's /proc to read memory use")
+def test_max_memory_bounds_the_working_memory_on_cpu():
+    """Peak resident memory of a 12-frame RLNET call stays near ``max_memory``, and a larger bound
+    uses more (so the measurement can see the difference). Run alone: peaks are per process."""
+    small, large = 256 << 20, 4 << 30
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE.format(small=small, large=large)],
+                         capture_output=True, text=True, check=True, timeout=300).stdout.split()
+    used_small, used_large = int(out[-2]), int(out[-1])
+    assert used_small <= 1.5 * small, f"{used_small >> 20} MiB used under a {small >> 20} MiB bound"
+    assert used_large > 2 * small
+
+
+@needs_cuda
+def test_max_memory_bounds_the_working_memory_on_cuda():
+    torch.manual_seed(0)
+    model = ri.RLNet().eval().cuda()
+    x = torch.rand(32, 4, 84, 84, device="cuda")
+    for bound in (256 << 20, 1 << 30):
+        torch.cuda.synchronize()
+        start = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        ri.insens(model, x, max_memory=bound)
+        used = torch.cuda.max_memory_allocated() - start
+        assert used <= 1.25 * bound, f"{used >> 20} MiB used under a {bound >> 20} MiB bound"
+
+
+def test_engine_restores_the_callers_tf32_settings():
+    from rl_insens.engine.precision import ieee_float32
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        with ieee_float32():
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        model = build(TEST_NETS[0][1])
+        ri.insens(model, torch.randn(1, *TEST_NETS[0][2]))
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def pong_like() -> nn.Module:

@@ -103,6 +103,11 @@ def test_bad_layer_and_neurons():
         ri.switched_projection(model, x, "1", neurons=[16])
 
 
+def test_bad_max_memory():
+    with pytest.raises(ValueError, match="max_memory must be a positive"):
+        ri.insens(mlp().eval(), torch.rand(2, 3, 2, 2), max_memory=0)
+
+
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown attribution method 'lime'"):
         ri.attribute(mlp().eval(), torch.rand(2, 3, 2, 2), "lime")

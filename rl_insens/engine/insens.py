@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .norms import squared_norms
-from .projection import DEFAULT_MAX_MEMORY, checked_chain
+from .precision import ieee_float32
+from .projection import checked_chain, resolve_max_memory
 from .switched import SwitchedNetwork
 
 
@@ -33,23 +34,25 @@ def insens_from_norms(net: SwitchedNetwork, norms: dict[int, torch.Tensor]) -> t
 
 
 @torch.no_grad()
-def insens(model: nn.Module, x: torch.Tensor, max_memory: int = DEFAULT_MAX_MEMORY) -> torch.Tensor:
+@ieee_float32()
+def insens(model: nn.Module, x: torch.Tensor, max_memory: int | None = None) -> torch.Tensor:
     """Insens (eq. 8) of ``model`` at each input of the batch ``x``, exactly; same shape as ``x``.
 
     Hidden neurons are the outputs of every Conv2d/Linear but the output layer; the inactive
     ones have activity v ≤ 0. Runs on the device of ``model`` and ``x``; ``max_memory`` bounds
-    the working memory in bytes.
+    the working memory in bytes (default: 1 GiB on a CPU, 4 GiB on a GPU).
     """
     chain = checked_chain(model, x, batched=True)
     if not chain.hidden_indices:
         return torch.zeros_like(x)
     net = SwitchedNetwork(chain, x)
-    return insens_from_norms(net, squared_norms(net, max_memory))
+    return insens_from_norms(net, squared_norms(net, resolve_max_memory(max_memory, x.device)))
 
 
 @torch.no_grad()
+@ieee_float32()
 def stability_margin(
-    model: nn.Module, x: torch.Tensor, max_memory: int = DEFAULT_MAX_MEMORY
+    model: nn.Module, x: torch.Tensor, max_memory: int | None = None
 ) -> tuple[torch.Tensor, list[tuple[str, int]]]:
     """How far each input of the batch can move before the network's linear map changes.
 
@@ -60,7 +63,7 @@ def stability_margin(
     """
     chain = checked_chain(model, x, batched=True)
     net = SwitchedNetwork(chain, x)
-    norms = squared_norms(net, max_memory, all_neurons=True)
+    norms = squared_norms(net, resolve_max_memory(max_memory, x.device), all_neurons=True)
     best = torch.full((x.shape[0],), float("inf"), device=x.device)
     nearest: list[tuple[str, int]] = [("", -1)] * x.shape[0]
     for i in chain.hidden_indices:

@@ -157,9 +157,10 @@ def _conv_patches(P: torch.Tensor, geo: Geometry, new: Geometry, conv: nn.Conv2d
     also their squared norms ``[B, O, ho, wo]``.
 
     ``pad`` (left, right, top, bottom) is zero padding of ``P``'s grid still to be applied:
-    taps that land on padding are skipped instead of multiplying a padded copy. Output rows
-    are built a block at a time, small enough to stay in cache while the taps accumulate
-    and the norms are read off: memory traffic, not arithmetic, bounds this step.
+    taps that land on padding are skipped instead of multiplying a padded copy. On a CPU,
+    output rows are built a block at a time, small enough to stay in cache while the taps
+    accumulate and the norms are read off: memory traffic, not arithmetic, bounds this step
+    there. On a GPU the whole output is one block: kernel launches are what cost there.
     """
     B, H, W, ci, ry, rx, _ = P.shape
     (sh, sw), (dh, dw) = _pair(conv.stride), _pair(conv.dilation)
@@ -167,7 +168,7 @@ def _conv_patches(P: torch.Tensor, geo: Geometry, new: Geometry, conv: nn.Conv2d
     (ho, wo), (kh, kw) = out_hw, _pair(conv.kernel_size)
     out = P.new_empty(B, ho, wo, ci, *new.size, conv.out_channels)
     norms = P.new_empty(B, ho, wo, conv.out_channels)
-    block_rows = max(1, CACHE_BLOCK_BYTES // (out[:, 0].numel() * out.element_size()))
+    block_rows = ho if P.is_cuda else max(1, CACHE_BLOCK_BYTES // (out[:, 0].numel() * out.element_size()))
     for start in range(0, ho, block_rows):
         stop = min(ho, start + block_rows)
         block = out[:, start:stop]
@@ -493,10 +494,8 @@ def squared_norms(
     if cut == 0:
         _forward_from_input(net, max_memory, norms)
         return norms
-    geo_last = _geometries(net, cut)[-1]
-    patch_floats = chain.in_shape[0] * math.prod(geo_last.size) * max(
-        math.prod(link.out_shape) for link in chain.links[:cut])
-    per_chunk = max(1, max_memory // (4 * 3 * patch_floats))
+    fits = max(1, max_memory // _bytes_per_sample(net, cut))
+    per_chunk = math.ceil(B / math.ceil(B / fits))  # equal chunks: 16 as 8 + 8, not 13 + 3
     for start in range(0, B, per_chunk):
         rows = slice(start, min(B, start + per_chunk))
         P, geo, active = _patch_stage(net, cut, norms, rows)
@@ -504,6 +503,35 @@ def squared_norms(
             continue
         _after_cut(net, cut, P, geo, active, norms, rows, all_neurons)
     return norms
+
+
+def _bytes_per_sample(net: SwitchedNetwork, cut: int) -> int:
+    """Peak working memory of one sample: what sets how many samples go through at once.
+
+    Patch stage, per step: its input patches, its output, the output's squares and one tap's
+    product. Gram stage: the cut's patches, their copy sorted into slots and two offset views of
+    it, H for the most active cut units any sample has, three copies of the pushed columns,
+    and the per-position local Grams of the conv layers.
+    """
+    chain, hidden = net.chain, net.chain.hidden_indices
+    geos = _geometries(net, cut)
+    patches = [chain.in_shape[0] * math.prod(geo.size) * math.prod(link.out_shape)
+               for geo, link in zip(geos, chain.links[:cut], strict=True)]
+    patch_floats = max(a + 3 * b for a, b in zip([0] + patches, patches, strict=False))
+    c, h, w = chain.links[cut - 1].out_shape
+    mask = net.masks.get(cut - 1)
+    n = int(mask.flatten(1).sum(1).max()) if mask is not None else c * h * w
+    later = [chain.links[i] for i in range(cut, max(hidden) + 1) if chain.links[i].is_affine]
+    if not later:
+        return 4 * patch_floats
+    widest = max(math.prod(link.out_shape) for link in later)
+    local = 0
+    for link in later:
+        if isinstance(link.module, nn.Conv2d):  # units a position's field holds, at the cut's density
+            field = min(c * h * w, link.module.in_channels * math.prod(_pair(link.module.kernel_size)))
+            local = max(local, math.prod(link.out_shape[1:]) * (field * n // (c * h * w) + 1) ** 2)
+    gram_floats = 4 * patches[-1] + n * n + 3 * n * widest + 2 * local
+    return 4 * max(patch_floats, gram_floats)
 
 
 def _forward_from_input(net: SwitchedNetwork, max_memory: int, norms: dict) -> None:

@@ -9,10 +9,21 @@ import torch
 from torch import nn
 
 from .chain import Chain, check_input, read_chain
+from .precision import ieee_float32
 from .switched import SwitchedNetwork
 
-DEFAULT_MAX_MEMORY = 1 << 30
-"""Bytes of working vectors the engine allows itself per call (1 GiB)."""
+DEFAULT_MAX_MEMORY = {"cpu": 1 << 30, "cuda": 4 << 30}
+"""Bytes of working memory the engine allows itself per call when not told: more on a GPU,
+where larger chunks of frames mean fewer kernel launches per frame."""
+
+
+def resolve_max_memory(max_memory: int | None, device: torch.device) -> int:
+    """``max_memory``, or the default for ``device``; at least 1."""
+    if max_memory is None:
+        return DEFAULT_MAX_MEMORY.get(device.type, DEFAULT_MAX_MEMORY["cpu"])
+    if max_memory < 1:
+        raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory}")
+    return int(max_memory)
 
 
 def checked_chain(model: nn.Module, x: torch.Tensor, batched: bool) -> Chain:
@@ -75,12 +86,13 @@ class SwitchedProjection:
 
 
 @torch.no_grad()
+@ieee_float32()
 def switched_projection(
     model: nn.Module,
     x: torch.Tensor,
     layer: str,
     neurons: torch.Tensor | list[int] | int | None = None,
-    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_memory: int | None = None,
 ) -> SwitchedProjection:
     """The switched linear projection of neurons of ``layer`` at ONE input ``x`` (no batch dim).
 
@@ -102,7 +114,7 @@ def switched_projection(
         raise ValueError(f"neuron indices must lie in [0, {size}) for layer {layer!r}")
     net = SwitchedNetwork(chain, x.unsqueeze(0))
     activity = net.activity(i).flatten()[neurons]
-    chunk = vectors_per_chunk(chain, 1, max_memory)
+    chunk = vectors_per_chunk(chain, 1, resolve_max_memory(max_memory, x.device))
     weights = []
     for part in neurons.split(chunk):
         seed = torch.zeros(1, len(part), size, device=x.device)
@@ -160,6 +172,7 @@ class NeuronState:
 
 
 @torch.no_grad()
+@ieee_float32()
 def neuron_state(model: nn.Module, x: torch.Tensor) -> NeuronState:
     """Activities and active masks of every hidden layer for a batch ``x`` of shape ``[B, *input]``."""
     chain = checked_chain(model, x, batched=True)

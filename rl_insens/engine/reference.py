@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .chain import AFFINE
+from .precision import ieee_float32
 
 
 def hidden_jacobian(model: nn.Module, x: torch.Tensor, dtype=torch.float64, rows: int = 512):
@@ -39,6 +40,7 @@ def hidden_jacobian(model: nn.Module, x: torch.Tensor, dtype=torch.float64, rows
         yield hidden[start:start + n].detach(), jac[:, 0]
 
 
+@ieee_float32()
 def insens_reference(model: nn.Module, x: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
     """Eq. 8 for a batch ``x`` from full Jacobians; returns ``x``'s dtype."""
     results = []
