@@ -47,16 +47,20 @@ def main() -> None:
               help="Environments with sticky actions (p 0.25) [default: the resumed run's, else 0].")
 @click.option("--checkpoint-every", default=100_000, show_default=True)
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where PPO's updates run (the environments always step on the CPU).")
 @click.option("--dummy-envs", is_flag=True, help="Step environments in this process.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resume.zip if it exists.")
 def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, sticky_envs, checkpoint_every,
-          threads, dummy_envs, resume):
+          threads, device, dummy_envs, resume):
     """Train RLNET on Pong with PPO (resumable)."""
     import torch
 
     from .train import TrainConfig
     from .train import train as run
 
+    if device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device here")
     torch.set_num_threads(threads)
     saved_path = Path(out_dir) / "config.json"
     saved = json.loads(saved_path.read_text()) if resume and saved_path.exists() else {}
@@ -68,7 +72,7 @@ def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, stic
                       n_steps=n_steps, batch_size=batch_size, sticky_envs=sticky_envs,
                       checkpoint_every=checkpoint_every, subprocess_envs=not dummy_envs)
     try:
-        run(cfg, resume=resume)
+        run(cfg, resume=resume, device=device)
     except KeyboardInterrupt:
         fail("interrupted; the checkpoint was saved, continue with --resume")
 

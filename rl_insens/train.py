@@ -140,15 +140,18 @@ class TrainingMonitor(BaseCallback):
         plot_learning_curve(self.csv_path, Path(self.cfg.out_dir) / "learning_curve.png")
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> PPO:
-    """Train (or resume) and return the model; checkpoints land in ``cfg.out_dir``."""
+def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu") -> PPO:
+    """Train (or resume) and return the model; checkpoints land in ``cfg.out_dir``.
+
+    ``device`` runs the policy and its updates there; checkpoints load on any device.
+    """
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     resuming = resume and cfg.resume_path.exists()
     if resume and not resuming:
         print(f"no checkpoint at {cfg.resume_path}; starting a new run")
 
     if resuming:
-        model = PPO.load(cfg.resume_path, device="cpu")
+        model = PPO.load(cfg.resume_path, device=device)
         envs = make_envs(cfg, seed=cfg.seed + model.num_timesteps)  # fresh episodes after resume
         model.set_env(envs)
     else:
@@ -165,7 +168,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> PPO:
             vf_coef=cfg.vf_coef,
             policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[]),
             seed=cfg.seed,
-            device="cpu",
+            device=device,
             verbose=0,
         )
     (Path(cfg.out_dir) / "config.json").write_text(json.dumps(asdict(cfg), indent=2))

@@ -204,3 +204,15 @@ def test_sigterm_stops_training_with_a_checkpoint_and_no_hang(tmp_path):
         trainer.kill()
     assert "interrupted: checkpoint saved at" in output, output[-2000:]
     assert PPO.load(out / "resume.zip", device="cpu").num_timesteps > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+def test_train_on_cuda_without_cuda_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from rl_insens.cli import main as cli
+
+    result = CliRunner().invoke(cli, ["train", "--device", "cuda", "--out-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "no CUDA device" in result.output
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written
