@@ -36,24 +36,24 @@ def main() -> None:
 
 @main.command()
 @click.option("--out-dir", default="agents/pong_rlnet/train", show_default=True)
-@click.option("--total-steps", type=int, default=None,
-              help="Schedule length in agent steps [default: the resumed run's, else 10000000].")
+@click.option("--total-steps", type=int, help="Length of the learning-rate and clip-range schedules.")
 @click.option("--stop-at", type=int, default=None, help="Checkpoint and stop after this many steps.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--n-envs", default=8, show_default=True)
-@click.option("--n-steps", default=128, show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
-@click.option("--sticky-envs", type=int, default=None,
-              help="Environments with sticky actions (p 0.25) [default: the resumed run's, else 0].")
-@click.option("--checkpoint-every", default=100_000, show_default=True)
+@click.option("--seed", type=int)
+@click.option("--n-envs", type=int, help="Parallel environments.")
+@click.option("--n-steps", type=int, help="Steps per environment per rollout.")
+@click.option("--batch-size", type=int, help="PPO minibatch size.")
+@click.option("--sticky-envs", type=int, help="Environments with sticky actions (p 0.25).")
+@click.option("--checkpoint-every", type=int, help="Agent steps between checkpoints.")
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where PPO's updates run (the environments always step on the CPU).")
 @click.option("--dummy-envs", is_flag=True, help="Step environments in this process.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resume.zip if it exists.")
-def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, sticky_envs, checkpoint_every,
-          threads, device, dummy_envs, resume):
-    """Train RLNET on Pong with PPO (resumable)."""
+def train(out_dir, stop_at, threads, device, dummy_envs, resume, **given):
+    """Train RLNET on Pong with PPO (resumable).
+
+    Options left unset take the resumed run's values (its config.json), else TrainConfig's.
+    """
     import torch
 
     from .train import TrainConfig
@@ -64,13 +64,10 @@ def train(out_dir, total_steps, stop_at, seed, n_envs, n_steps, batch_size, stic
     torch.set_num_threads(threads)
     saved_path = Path(out_dir) / "config.json"
     saved = json.loads(saved_path.read_text()) if resume and saved_path.exists() else {}
-    if total_steps is None:
-        total_steps = saved.get("total_steps", TrainConfig.total_steps)
-    if sticky_envs is None:
-        sticky_envs = saved.get("sticky_envs", TrainConfig.sticky_envs)
-    cfg = TrainConfig(out_dir=out_dir, total_steps=total_steps, stop_at=stop_at, seed=seed, n_envs=n_envs,
-                      n_steps=n_steps, batch_size=batch_size, sticky_envs=sticky_envs,
-                      checkpoint_every=checkpoint_every, subprocess_envs=not dummy_envs)
+    chosen = {name: value if value is not None else saved.get(name, getattr(TrainConfig, name))
+              for name, value in given.items()}
+    cfg = TrainConfig(out_dir=out_dir, stop_at=stop_at, subprocess_envs=not dummy_envs,
+                      env_settings=saved.get("env_settings", TrainConfig().env_settings), **chosen)
     try:
         run(cfg, resume=resume, device=device)
     except KeyboardInterrupt:

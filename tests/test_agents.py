@@ -216,3 +216,21 @@ def test_train_on_cuda_without_cuda_is_refused(tmp_path):
     assert result.exit_code != 0
     assert "no CUDA device" in result.output
     assert not any(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_train_command_resumes_with_the_runs_own_settings(tmp_path):
+    """Options left unset on --resume keep the run's values (a new --n-envs would not fit it)."""
+    from click.testing import CliRunner
+
+    from rl_insens.cli import main as cli
+
+    run = str(tmp_path / "run")
+    tiny = ["--n-envs", "2", "--n-steps", "32", "--batch-size", "32", "--checkpoint-every", "64",
+            "--total-steps", "10000", "--sticky-envs", "1"]
+    first = CliRunner().invoke(cli, ["train", "--out-dir", run, "--stop-at", "64", "--dummy-envs", *tiny])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(cli, ["train", "--out-dir", run, "--stop-at", "128", "--dummy-envs", "--resume"])
+    assert second.exit_code == 0, second.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["n_envs"], saved["n_steps"], saved["batch_size"], saved["sticky_envs"]) == (2, 32, 32, 1)
+    assert saved["checkpoint_every"] == 64 and saved["stop_at"] == 128
