@@ -40,7 +40,7 @@ def insens(model: nn.Module, x: torch.Tensor, max_memory: int | None = None) -> 
 
     Hidden neurons are the outputs of every Conv2d/Linear but the output layer; the inactive
     ones have activity v ≤ 0. Runs on the device of ``model`` and ``x``; ``max_memory`` bounds
-    the working memory in bytes (default: 1 GiB on a CPU, 4 GiB on a GPU).
+    the working memory in bytes (default: 256 MiB on a CPU, 4 GiB on a GPU).
     """
     chain = checked_chain(model, x, batched=True)
     if not chain.hidden_indices:

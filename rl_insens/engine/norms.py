@@ -402,16 +402,15 @@ def _quadratic_forms(gram: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (torch.bmm(gram, columns) * columns).sum(1)
     columns = t.flatten(3)  # [B, T, O, P]
     positions = columns.shape[3]
-    b, position, unit = (columns != 0).any(2).transpose(1, 2).nonzero(as_tuple=True)  # by sample, position
+    b, position, unit = (columns.abs().amax(2) > 0).transpose(1, 2).nonzero(as_tuple=True)  # by sample, position
     group = b * positions + position
     slot = _slots(group, B * positions)
     index = torch.full((B * positions, int(slot.max()) + 1 if len(slot) else 1), units, device=t.device)
     index[group, slot] = unit  # units: padding
     sample = torch.arange(B, device=t.device).repeat_interleave(positions)[:, None]
     local_gram = F.pad(gram, (0, 1, 0, 1))[sample[..., None], index[:, :, None], index[:, None, :]]
-    padded = torch.cat([columns, columns.new_zeros(B, 1, *columns.shape[2:])], 1)
     where = torch.arange(positions, device=t.device).repeat(B)[:, None]
-    local = padded[sample, index, :, where]  # [B*P, m, O]
+    local = columns[sample, index.clamp(max=units - 1), :, where] * (index < units)[..., None]  # [B*P, m, O]
     forms = (torch.bmm(local_gram, local) * local).sum(1)  # [B*P, O]
     return forms.view(B, positions, -1).transpose(1, 2).reshape(B, -1)
 
