@@ -229,7 +229,8 @@ def test_train_command_resumes_with_the_runs_own_settings(tmp_path):
             "--total-steps", "10000", "--sticky-envs", "1"]
     first = CliRunner().invoke(cli, ["train", "--out-dir", run, "--stop-at", "64", "--dummy-envs", *tiny])
     assert first.exit_code == 0, first.output
-    second = CliRunner().invoke(cli, ["train", "--out-dir", run, "--stop-at", "128", "--dummy-envs", "--resume"])
+    second = CliRunner().invoke(cli, ["train", "--out-dir", run, "--stop-at", "128", "--dummy-envs",
+                                      "--resume"])
     assert second.exit_code == 0, second.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["n_envs"], saved["n_steps"], saved["batch_size"], saved["sticky_envs"]) == (2, 32, 32, 1)

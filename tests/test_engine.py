@@ -187,7 +187,7 @@ def test_max_memory_bounds_the_working_memory_on_cpu():
                          capture_output=True, text=True, check=True, timeout=300).stdout.split()
     used_small, used_large = int(out[-2]), int(out[-1])
     assert used_small <= 1.5 * small, f"{used_small >> 20} MiB used under a {small >> 20} MiB bound"
-    assert used_large > 2 * small
+    assert used_large > 1.5 * used_small, (used_small >> 20, used_large >> 20)  # the bound kept it low
 
 
 @needs_cuda

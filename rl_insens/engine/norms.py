@@ -402,7 +402,8 @@ def _quadratic_forms(gram: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (torch.bmm(gram, columns) * columns).sum(1)
     columns = t.flatten(3)  # [B, T, O, P]
     positions = columns.shape[3]
-    b, position, unit = (columns.abs().amax(2) > 0).transpose(1, 2).nonzero(as_tuple=True)  # by sample, position
+    reaches = columns.abs().amax(2) > 0  # [B, T, P]: unit reaches position
+    b, position, unit = reaches.transpose(1, 2).nonzero(as_tuple=True)  # ordered by sample, position
     group = b * positions + position
     slot = _slots(group, B * positions)
     index = torch.full((B * positions, int(slot.max()) + 1 if len(slot) else 1), units, device=t.device)
