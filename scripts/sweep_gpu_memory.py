@@ -12,11 +12,10 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
-from bench_engine import pong_frames
+from bench_engine import median_time, pong_frames
 
 import rl_insens as ri
 
@@ -41,14 +40,7 @@ def main(out_dir: Path) -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         start_bytes = torch.cuda.memory_allocated()
-        times = []
-        for _ in range(3 if batch >= 64 else 5):
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            ri.insens(gpu, inputs, bound)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        seconds = sorted(times)[len(times) // 2]
+        seconds = median_time(lambda b=inputs, m=bound: ri.insens(gpu, b, m), "cuda", 3 if batch >= 64 else 5)
         peak = (torch.cuda.max_memory_allocated() - start_bytes) / 2**30
         rows.append({"max_memory_gib": gib, "batch": batch, "seconds": seconds,
                      "frames_per_s": batch / seconds, "peak_gib": peak})

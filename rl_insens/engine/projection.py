@@ -14,8 +14,8 @@ from .switched import SwitchedNetwork
 
 DEFAULT_MAX_MEMORY = {"cpu": 256 << 20, "cuda": 4 << 30}
 """Bytes of working memory the engine allows itself per call when not told. A CPU is fastest
-with a frame or two at a time (their patches stay in cache: a Pong frame took 76 ms in chunks
-of 1-2, 100 ms in chunks of 7); a GPU with many (fewer kernel launches per frame)."""
+with a frame or two at a time (their patches stay in cache; compare `scripts/bench_engine.py
+--max-memory`); a GPU with many (fewer kernel launches per frame)."""
 
 
 def resolve_max_memory(max_memory: int | None, device: torch.device) -> int:
