@@ -10,6 +10,7 @@ import click
 
 from .attribution import METHODS
 from .engine import UnsupportedModelError
+from .faithfulness import FRACTION, SIGMA
 
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
@@ -104,14 +105,18 @@ def export_agent(train_dir, agent_dir, episodes, note):
 @click.option("--train-dir", default="agents/pong_rlnet/train", show_default=True)
 @click.option("--first-seed", default=2000, show_default=True, help="Seeds the model card does not use.")
 @click.option("--episodes", default=10, show_default=True)
-def validate_checkpoint(train_dir, first_seed, episodes):
-    """Score the training checkpoint greedily (plain and sticky) into TRAIN_DIR/validation.jsonl."""
+@click.option("--max-steps", type=int, default=None,
+              help="Cut episodes at this many steps to screen quickly (they count as unfinished).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A copy of an earlier checkpoint instead of TRAIN_DIR/resume.zip.")
+def validate_checkpoint(train_dir, first_seed, episodes, max_steps, checkpoint):
+    """Score a training checkpoint greedily (plain and sticky) into TRAIN_DIR/validation.jsonl."""
     from .train import validate_checkpoint as run
 
     cfg = _saved_train_config(train_dir)
-    record = run(cfg, first_seed=first_seed, episodes=episodes)
-    click.echo(" ".join(f"{k}: {v['mean']:+.1f}" if isinstance(v, dict) else f"{k}: {v}"
-                        for k, v in record.items()))
+    record = run(cfg, first_seed=first_seed, episodes=episodes, max_steps=max_steps, checkpoint=checkpoint)
+    click.echo(" ".join(f"{k}: {v['mean']:+.1f} ({v['unfinished']} unfinished)" if isinstance(v, dict)
+                        else f"{k}: {v}" for k, v in record.items()))
 
 
 @main.command()
@@ -218,8 +223,8 @@ def view(run_dir, host, port):
 @click.option("--frames", default=200, show_default=True, help="Frames sampled from the agent's own play.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
-@click.option("--fraction", default=0.5, show_default=True, help="Share of inputs that get noise.")
-@click.option("--sigma", default=0.3, show_default=True, help="Standard deviation of that noise.")
+@click.option("--fraction", default=FRACTION, show_default=True, help="Share of inputs that get noise.")
+@click.option("--sigma", default=SIGMA, show_default=True, help="Standard deviation of that noise.")
 @click.option("--closed-loop-episodes", default=0, show_default=True,
               help="Episodes played on noisy frames per condition (clean, random, least/most relevant).")
 @click.option("--closed-loop-steps", default=1000, show_default=True, help="Agent steps per such episode.")

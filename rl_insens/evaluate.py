@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -54,30 +55,60 @@ class Episode:
     seed: int
     score: float
     length: int
+    finished: bool
+    """False when the episode was cut off (the environment's time limit or ``max_steps``)."""
 
 
-def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, **env_settings) -> list[Episode]:
+def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, max_steps: int | None = None,
+                  **env_settings) -> list[Episode]:
     """One greedy episode per seed (``env.reset(seed=...)``), in ``make_pong_env(**env_settings)``."""
     env = make_pong_env(**env_settings)
     episodes = []
     try:
         for seed in tqdm(seeds, desc="episodes", unit="ep", disable=not progress):
             obs, _ = env.reset(seed=seed)
-            score, length, done = 0.0, 0, False
-            while not done:
+            score, length, terminated, truncated = 0.0, 0, False, False
+            while not (terminated or truncated or length == max_steps):
                 obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
-                score, length, done = score + float(reward), length + 1, terminated or truncated
-            episodes.append(Episode(seed, score, length))
+                score, length = score + float(reward), length + 1
+            episodes.append(Episode(seed, score, length, finished=terminated))
     finally:
         env.close()
     return episodes
+
+
+def noop_start_seeds(env_id: str = "ALE/Pong-v5", noop_max: int = 30) -> list[int]:
+    """The first reset seed giving each no-op start ``1..noop_max`` (``[0]`` when there are none).
+
+    Without sticky actions ALE is deterministic, so a greedy episode depends only on how many
+    no-ops ``AtariPreprocessing`` drew at reset (its first draw from the environment's
+    generator): these seeds play every episode the setting can produce, and their mean is the
+    policy's exact expected return there, where a few random seeds may repeat some starts and
+    miss others.
+    """
+    import ale_py
+
+    if noop_max == 0:
+        return [0]
+    gym.register_envs(ale_py)
+    env = gym.make(env_id)
+    first_seed: dict[int, int] = {}
+    seed = 0
+    while len(first_seed) < noop_max:
+        env.reset(seed=seed)
+        first_seed.setdefault(int(env.unwrapped.np_random.integers(1, noop_max + 1)), seed)
+        seed += 1
+    env.close()
+    return [first_seed[n] for n in sorted(first_seed)]
 
 
 def summary(episodes: list[Episode]) -> dict:
     scores = np.array([e.score for e in episodes])
     return {"mean": float(scores.mean()), "std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
             "min": float(scores.min()), "max": float(scores.max()), "episodes": len(scores),
-            "seeds": [e.seed for e in episodes], "scores": scores.tolist()}
+            "unfinished": sum(not e.finished for e in episodes),
+            "seeds": [e.seed for e in episodes], "scores": scores.tolist(),
+            "lengths": [e.length for e in episodes]}
 
 
 def confidence_interval(values: list[float]) -> tuple[float, float]:
@@ -124,11 +155,11 @@ def _play(task: Task, max_steps: int | None) -> dict:
     env = make_pong_env(**agent.env_settings)
     start = time.perf_counter()
     obs, _ = env.reset(seed=task.env_seed)
-    score, length, done = 0.0, 0, False
+    score, length, terminated, truncated = 0.0, 0, False, False
     actions: Counter = Counter()
     active: dict[str, float] = {}
     try:
-        while not done and (max_steps is None or length < max_steps):
+        while not (terminated or truncated or length == max_steps):
             x = agent.preprocess(obs)
             with torch.no_grad():
                 action = int(agent.network(x).argmax(1)[0])
@@ -136,11 +167,12 @@ def _play(task: Task, max_steps: int | None) -> dict:
                 active[layer] = active.get(layer, 0.0) + float(state.active_fraction[0])
             obs, reward, terminated, truncated, _ = env.step(action)
             actions[action] += 1
-            score, length, done = score + float(reward), length + 1, terminated or truncated
+            score, length = score + float(reward), length + 1
     finally:
         env.close()
     seconds = time.perf_counter() - start
     return {"key": task.key, **asdict(task), "env_seed": task.env_seed, "return": score, "length": length,
+            "finished": terminated,
             "actions": {agent.action_meanings[a]: n for a, n in sorted(actions.items())},
             "active_percent": {k: round(100 * v / max(length, 1), 3) for k, v in active.items()},
             "seconds": round(seconds, 3), "steps_per_second": round(length / seconds, 1) if seconds else None}
@@ -203,6 +235,7 @@ def aggregate(results: list[dict]) -> dict:
             "std_return": statistics.stdev(returns) if len(rows) > 1 else 0.0,
             "ci95_return": confidence_interval(returns),
             "mean_length": statistics.fmean(r["length"] for r in rows),
+            "unfinished_episodes": sum(not r.get("finished", True) for r in rows),
             "active_percent": {k: statistics.fmean(r["active_percent"][k] for r in rows) for k in layers},
             "actions": dict(sum((Counter(r["actions"]) for r in rows), Counter())),
         }

@@ -27,6 +27,11 @@ from torch import nn
 from .attribution import attribute
 from .parallel import run_unordered
 
+FRACTION = 0.5
+"""Default share of inputs that get noise."""
+SIGMA = 0.3
+"""Default standard deviation of that noise, for inputs in [0, 1]."""
+
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
     """Rank of each element of each row (0 = smallest)."""
@@ -41,8 +46,8 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def noise_agreement(network: nn.Module, x: torch.Tensor, maps: torch.Tensor, fraction: float = 0.5,
-                    sigma: float = 0.3, seed: int = 0, low: float = 0.0, high: float = 1.0) -> dict:
+def noise_agreement(network: nn.Module, x: torch.Tensor, maps: torch.Tensor, fraction: float = FRACTION,
+                    sigma: float = SIGMA, seed: int = 0, low: float = 0.0, high: float = 1.0) -> dict:
     """Share of frames whose greedy action survives noise on the least / most / randomly chosen
     ``fraction`` of inputs, ranked by |attribution|."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -111,8 +116,8 @@ def randomisation_check(network: nn.Module, x: torch.Tensor, method: str, maps: 
     return float(spearman(maps.abs(), random_maps.abs()).mean())
 
 
-def measure_method(network: nn.Module, x: torch.Tensor, method: str, batch: int = 16, fraction: float = 0.5,
-                   sigma: float = 0.3) -> dict:
+def measure_method(network: nn.Module, x: torch.Tensor, method: str, batch: int = 16,
+                   fraction: float = FRACTION, sigma: float = SIGMA) -> dict:
     """All three measurements of one method on the frames ``x``."""
     target = network(x).argmax(1)
     maps = torch.cat([attribute(network, part, method, target=t)
@@ -129,8 +134,8 @@ CHOICES = ("clean", "lowest", "highest", "random")
 
 
 @torch.no_grad()
-def closed_loop(agent, method: str | None, choice: str, env_seed: int, fraction: float = 0.5,
-                sigma: float = 0.3, max_steps: int = 1000) -> dict:
+def closed_loop(agent, method: str | None, choice: str, env_seed: int, fraction: float = FRACTION,
+                sigma: float = SIGMA, max_steps: int = 1000) -> dict:
     """Play up to ``max_steps`` greedy steps of one episode, each frame noised as ``choice`` says
     (ranked by ``method``'s map of the clean frame); the return, and how often the action taken
     is the one the clean frame would have given."""
@@ -175,8 +180,8 @@ class MethodTask:
     agent: str
     method: str
     frames: torch.Tensor
-    fraction: float = 0.5
-    sigma: float = 0.3
+    fraction: float = FRACTION
+    sigma: float = SIGMA
 
     def run(self) -> dict:
         from .evaluate import one_thread, worker_agent
@@ -194,8 +199,8 @@ class ClosedLoopTask:
     method: str | None
     choice: str
     env_seed: int
-    fraction: float = 0.5
-    sigma: float = 0.3
+    fraction: float = FRACTION
+    sigma: float = SIGMA
     max_steps: int = 1000
 
     def run(self) -> dict:
@@ -211,7 +216,8 @@ def _run(task: MethodTask | ClosedLoopTask) -> dict:
 
 
 def run_faithfulness(agent_path: str, frames: torch.Tensor, methods, closed_loop_episodes: int = 0,
-                     closed_loop_steps: int = 1000, seed: int = 0, fraction: float = 0.5, sigma: float = 0.3,
+                     closed_loop_steps: int = 1000, seed: int = 0, fraction: float = FRACTION,
+                     sigma: float = SIGMA,
                      workers: int = 1, backend: str = "process", address: str | None = None,
                      progress: bool = True) -> dict:
     """Every measurement for every method, as independent tasks; returns the report."""

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -268,23 +269,31 @@ def _sticky(env_settings: dict) -> dict:
     return {**env_settings, "repeat_action_probability": STICKY_PROBABILITY}
 
 
-def greedy_evaluation(agent, env_settings: dict, seeds: list[int]) -> dict:
-    """The model card's protocol: greedy returns in the training setting and with sticky actions."""
-    from .evaluate import play_episodes, summary
+def greedy_evaluation(agent, env_settings: dict, seeds: list[int], max_steps: int | None = None) -> dict:
+    """The model card's protocol: greedy returns on ``seeds`` in the training setting and with
+    sticky actions, and on every no-op start of the training setting (its exact mean)."""
+    from .evaluate import noop_start_seeds, play_episodes, summary
 
-    sticky = summary(play_episodes(agent, seeds, **_sticky(env_settings)))
-    return {"training_setting": summary(play_episodes(agent, seeds, **env_settings)),
-            f"sticky_actions_{STICKY_PROBABILITY}": sticky}
+    play = partial(play_episodes, agent, max_steps=max_steps)
+    every_start = noop_start_seeds(env_settings["env_id"], env_settings["noop_max"])
+    return {"training_setting": summary(play(seeds, **env_settings)),
+            "training_setting_every_noop_start": summary(play(every_start, **env_settings)),
+            f"sticky_actions_{STICKY_PROBABILITY}": summary(play(seeds, **_sticky(env_settings)))}
 
 
-def validate_checkpoint(cfg: TrainConfig, first_seed: int = 2000, episodes: int = 10) -> dict:
-    """Score the current checkpoint on seeds the card does not use, and append it to
-    ``validation.jsonl``: choosing which checkpoint to ship must not look at the card's seeds."""
+def validate_checkpoint(cfg: TrainConfig, first_seed: int = 2000, episodes: int = 10,
+                        max_steps: int | None = None, checkpoint: str | Path | None = None) -> dict:
+    """Score a checkpoint (by default the run's latest) on seeds the card does not use, and append
+    it to ``validation.jsonl``: choosing which checkpoint to ship must not look at the card's seeds.
+
+    ``max_steps`` cuts episodes short to screen quickly; cut episodes count as unfinished.
+    """
     from .agents import load_agent
 
+    checkpoint = checkpoint or cfg.resume_path
     seeds = list(range(first_seed, first_seed + episodes))
-    record = {"steps": int(PPO.load(cfg.resume_path, device="cpu").num_timesteps),
-              **greedy_evaluation(load_agent(cfg.resume_path), cfg.env_settings, seeds)}
+    record = {"steps": int(PPO.load(checkpoint, device="cpu").num_timesteps), "max_steps": max_steps,
+              **greedy_evaluation(load_agent(checkpoint), cfg.env_settings, seeds, max_steps)}
     with open(Path(cfg.out_dir) / "validation.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     return record

@@ -1,5 +1,6 @@
 """Loading agents: ours and stable-baselines3 zips of each supported kind, and their errors."""
 
+import dataclasses
 import json
 
 import gymnasium as gym
@@ -161,7 +162,7 @@ def test_training_smoke_run_checkpoints_and_resumes(tmp_path):
 def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     from rl_insens.train import TrainConfig, export_agent, train, validate_checkpoint
 
-    settings = {**ri.agents.PongSettings().as_dict(), "max_episode_steps": 50}
+    settings = {**ri.agents.PongSettings().as_dict(), "max_episode_steps": 50, "noop_max": 3}
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), total_steps=10_000, stop_at=64, n_envs=2, n_steps=32,
                       batch_size=32, checkpoint_every=64, subprocess_envs=False, env_settings=settings)
     trained = train(cfg)
@@ -171,14 +172,21 @@ def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     assert saved["steps_trained"] == trained.num_timesteps and saved["training_note"] == card["training_note"]
     assert saved["evaluation"]["training_setting"]["seeds"] == [1000, 1001]
     assert saved["evaluation"]["sticky_actions_0.25"]["episodes"] == 2
+    every_start = saved["evaluation"]["training_setting_every_noop_start"]
+    assert every_start["episodes"] == 3 and every_start["unfinished"] == 3  # all cut at 50 steps
     obs = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
     expected = trained.policy.predict(obs, deterministic=True)[0]
     assert agent.act(obs) == int(expected)
-    for first_seed in (2000, 3000):
-        validate_checkpoint(cfg, first_seed=first_seed, episodes=1)
+    earlier = tmp_path / "earlier.zip"
+    earlier.write_bytes(cfg.resume_path.read_bytes())
+    train(dataclasses.replace(cfg, stop_at=128), resume=True)
+    validate_checkpoint(cfg, first_seed=2000, episodes=1)
+    validate_checkpoint(cfg, first_seed=3000, episodes=1, max_steps=10, checkpoint=earlier)
     log = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
     assert [r["training_setting"]["seeds"] for r in log] == [[2000], [3000]]
-    assert log[0]["steps"] == trained.num_timesteps and log[0]["sticky_actions_0.25"]["episodes"] == 1
+    assert [r["steps"] for r in log] == [128, trained.num_timesteps]
+    assert log[1]["training_setting_every_noop_start"]["lengths"] == [10, 10, 10]
+    assert log[0]["sticky_actions_0.25"]["episodes"] == 1
 
 
 def test_sigterm_stops_training_with_a_checkpoint_and_no_hang(tmp_path):

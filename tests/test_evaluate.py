@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 import rl_insens.faithfulness as f
-from rl_insens.evaluate import Task, aggregate, confidence_interval, run_tasks
+from rl_insens.agents import make_pong_env
+from rl_insens.evaluate import (
+    Task,
+    aggregate,
+    confidence_interval,
+    noop_start_seeds,
+    play_episodes,
+    run_tasks,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +49,7 @@ def test_parallel_equals_serial_and_resume_skips(agent_dir, tmp_path):
     assert [r["return"] for r in resumed] == [r["return"] for r in serial]
     summary = aggregate(resumed)[agent_dir]
     assert summary["episodes"] == 2 and set(summary["active_percent"]) == {"conv1", "conv2", "conv3", "fc1"}
+    assert summary["unfinished_episodes"] == 2  # both cut at 30 steps, long before a game of Pong ends
 
 
 def test_ray_backend_equals_serial(agent_dir, tmp_path):
@@ -51,6 +60,29 @@ def test_ray_backend_equals_serial(agent_dir, tmp_path):
     on_ray = run_tasks(tasks, tmp_path / "ray.jsonl", workers=2, max_steps=20, progress=False, backend="ray")
     assert [{k: v for k, v in r.items() if k not in drop} for r in serial] == \
            [{k: v for k, v in r.items() if k not in drop} for r in on_ray]
+
+
+def _state_after_reset(seed: int):
+    env = make_pong_env()
+    env.reset(seed=seed)
+    ram = env.unwrapped.ale.getRAM().tobytes()
+    env.close()
+    return ram
+
+
+def test_noop_start_seeds_reach_every_start_once():
+    seeds = noop_start_seeds(noop_max=30)
+    assert len(seeds) == 30 and len({_state_after_reset(s) for s in seeds}) == 30
+    # Any other seed repeats one of those starts exactly.
+    assert {_state_after_reset(s) for s in range(200, 220)} <= {_state_after_reset(s) for s in seeds}
+    assert noop_start_seeds(noop_max=0) == [0]
+
+
+def test_play_episodes_counts_episodes_cut_short(agent_dir):
+    from rl_insens.agents import load_agent
+
+    episodes = play_episodes(load_agent(agent_dir), [0, 1], progress=False, max_steps=20)
+    assert [(e.length, e.finished) for e in episodes] == [(20, False), (20, False)]
 
 
 def test_unknown_backend_is_refused(tmp_path):
