@@ -61,17 +61,22 @@ class Episode:
 
 def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, max_steps: int | None = None,
                   **env_settings) -> list[Episode]:
-    """One greedy episode per seed (``env.reset(seed=...)``), in ``make_pong_env(**env_settings)``."""
+    """One greedy episode per seed (``env.reset(seed=...)``), in ``make_pong_env(**env_settings)``.
+
+    One torch thread (see ``one_thread``): a single frame gains nothing from more, and a
+    training run on the same cores keeps its speed.
+    """
     env = make_pong_env(**env_settings)
     episodes = []
     try:
-        for seed in tqdm(seeds, desc="episodes", unit="ep", disable=not progress):
-            obs, _ = env.reset(seed=seed)
-            score, length, terminated, truncated = 0.0, 0, False, False
-            while not (terminated or truncated or length == max_steps):
-                obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
-                score, length = score + float(reward), length + 1
-            episodes.append(Episode(seed, score, length, finished=terminated))
+        with one_thread():
+            for seed in tqdm(seeds, desc="episodes", unit="ep", disable=not progress):
+                obs, _ = env.reset(seed=seed)
+                score, length, terminated, truncated = 0.0, 0, False, False
+                while not (terminated or truncated or length == max_steps):
+                    obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+                    score, length = score + float(reward), length + 1
+                episodes.append(Episode(seed, score, length, finished=terminated))
     finally:
         env.close()
     return episodes
