@@ -92,12 +92,14 @@ def _saved_train_config(train_dir: str):
 @click.option("--out", "agent_dir", default=str(DEFAULT_AGENT), show_default=True)
 @click.option("--episodes", default=10, show_default=True)
 @click.option("--note", default=None, help="Goes into the model card, e.g. how the schedule changed.")
-def export_agent(train_dir, agent_dir, episodes, note):
-    """Ship the training checkpoint as an agent directory with a model card."""
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A copy of an earlier checkpoint instead of TRAIN_DIR/resume.zip.")
+def export_agent(train_dir, agent_dir, episodes, note, checkpoint):
+    """Ship a training checkpoint as an agent directory with a model card."""
     from .train import export_agent as run
 
     cfg = _saved_train_config(train_dir)
-    card = run(cfg, agent_dir, eval_episodes=episodes, note=note)
+    card = run(cfg, agent_dir, eval_episodes=episodes, note=note, checkpoint=checkpoint)
     click.echo(json.dumps(card["evaluation"], indent=2))
 
 

@@ -196,18 +196,22 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu") -> PPO:
     return model
 
 
-def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20) -> None:
+def _episode_log(csv_path: Path, up_to_step: int | None = None) -> list[dict]:
+    """The training run's episodes, those logged by ``up_to_step`` when given."""
+    with open(csv_path) as f:
+        return [row for row in csv.DictReader(f) if up_to_step is None or int(row["step"]) <= up_to_step]
+
+
+def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20,
+                        up_to_step: int | None = None) -> None:
     """Episode returns against agent steps, with a moving mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, returns = [], []
-    with open(csv_path) as f:
-        for row in csv.DictReader(f):
-            steps.append(int(row["step"]))
-            returns.append(float(row["return"]))
+    rows = _episode_log(csv_path, up_to_step)
+    steps, returns = [int(r["step"]) for r in rows], [float(r["return"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, returns, ".", alpha=0.25, label="episode return")
     if len(returns) >= window:
@@ -223,32 +227,33 @@ def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20) -> Non
     os.replace(tmp, png_path)
 
 
-def training_wall_time(csv_path: Path) -> float:
+def training_wall_time(csv_path: Path, up_to_step: int | None = None) -> float:
     """Seconds between the first and last logged episode, summed over resumed segments."""
-    times = []
-    with open(csv_path) as f:
-        times = [float(row["wall_time"]) for row in csv.DictReader(f)]
+    times = [float(row["wall_time"]) for row in _episode_log(csv_path, up_to_step)]
     gaps = np.diff(times) if len(times) > 1 else np.array([])
     return float(gaps[gaps < 600].sum())  # a gap of over 10 minutes is a pause between sessions
 
 
 def export_agent(
     cfg: TrainConfig, agent_dir: str | Path, eval_episodes: int = 10, eval_seed: int = 1000,
-    note: str | None = None,
+    note: str | None = None, checkpoint: str | Path | None = None,
 ) -> dict:
-    """Ship the checkpoint as an rl-insens agent: weights, model card with scores, curve."""
+    """Ship a checkpoint (by default the run's latest) as an rl-insens agent: weights, model card
+    with scores, learning curve up to that checkpoint."""
     from .agents import load_agent, save_agent
 
-    model = PPO.load(cfg.resume_path, device="cpu")
+    model = PPO.load(checkpoint or cfg.resume_path, device="cpu")
+    steps = int(model.num_timesteps)
     agent_dir = Path(agent_dir)
     csv_path = Path(cfg.out_dir) / "episodes.csv"
+    wall_time = training_wall_time(csv_path, steps) if csv_path.exists() else None
     card = {
         "name": "RLNET Pong (PPO)",
         "environment": cfg.env_settings,
         "algorithm": "PPO (stable-baselines3)",
         "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "env_settings")},
-        "steps_trained": int(model.num_timesteps),
-        "wall_time_hours": round(training_wall_time(csv_path) / 3600, 2) if csv_path.exists() else None,
+        "steps_trained": steps,
+        "wall_time_hours": None if wall_time is None else round(wall_time / 3600, 2),
         "preprocessing_note": "network input: uint8 frames / 255 (Agent.preprocess), shape (4, 84, 84)",
     }
     if note:
@@ -256,12 +261,14 @@ def export_agent(
     save_agent(model.policy, agent_dir, card)
     seeds = list(range(eval_seed, eval_seed + eval_episodes))
     card["evaluation"] = {
-        "protocol": f"{eval_episodes} episodes, greedy actions, reset seeds {seeds[0]}..{seeds[-1]}",
+        "protocol": f"greedy actions; {eval_episodes} episodes with reset seeds {seeds[0]}..{seeds[-1]} in "
+                    "the training setting and with sticky actions; one episode per no-op start in the "
+                    "training setting (deterministic given the start, so their mean is exact)",
         **greedy_evaluation(load_agent(agent_dir), cfg.env_settings, seeds),
     }
     save_agent(model.policy, agent_dir, card)
     if csv_path.exists():
-        plot_learning_curve(csv_path, agent_dir / "learning_curve.png")
+        plot_learning_curve(csv_path, agent_dir / "learning_curve.png", up_to_step=steps)
     return card
 
 

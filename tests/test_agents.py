@@ -159,6 +159,15 @@ def test_training_smoke_run_checkpoints_and_resumes(tmp_path):
     plot_learning_curve(tmp_path / "run" / "episodes.csv", tmp_path / "curve.png")
 
 
+def test_training_wall_time_skips_pauses_and_stops_at_a_step(tmp_path):
+    from rl_insens.train import training_wall_time
+
+    log = tmp_path / "episodes.csv"
+    log.write_text("step,return,length,wall_time\n100,0,1,0\n200,0,1,10\n300,0,1,2000\n400,0,1,2030\n")
+    assert training_wall_time(log) == 40  # the 1990 s gap is a pause between sessions
+    assert training_wall_time(log, up_to_step=300) == 10
+
+
 def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     from rl_insens.train import TrainConfig, export_agent, train, validate_checkpoint
 
@@ -166,20 +175,22 @@ def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), total_steps=10_000, stop_at=64, n_envs=2, n_steps=32,
                       batch_size=32, checkpoint_every=64, subprocess_envs=False, env_settings=settings)
     trained = train(cfg)
-    card = export_agent(cfg, tmp_path / "agent", eval_episodes=2, note="schedule extended at 32 steps")
+    earlier = tmp_path / "earlier.zip"
+    earlier.write_bytes(cfg.resume_path.read_bytes())
+    train(dataclasses.replace(cfg, stop_at=128), resume=True)
+    card = export_agent(cfg, tmp_path / "agent", eval_episodes=2, note="schedule extended at 32 steps",
+                        checkpoint=earlier)
     agent = ri.load_agent(tmp_path / "agent")
     saved = json.loads((tmp_path / "agent" / "card.json").read_text())
     assert saved["steps_trained"] == trained.num_timesteps and saved["training_note"] == card["training_note"]
     assert saved["evaluation"]["training_setting"]["seeds"] == [1000, 1001]
+    assert (tmp_path / "agent" / "learning_curve.png").exists()
     assert saved["evaluation"]["sticky_actions_0.25"]["episodes"] == 2
     every_start = saved["evaluation"]["training_setting_every_noop_start"]
     assert every_start["episodes"] == 3 and every_start["unfinished"] == 3  # all cut at 50 steps
     obs = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
     expected = trained.policy.predict(obs, deterministic=True)[0]
     assert agent.act(obs) == int(expected)
-    earlier = tmp_path / "earlier.zip"
-    earlier.write_bytes(cfg.resume_path.read_bytes())
-    train(dataclasses.replace(cfg, stop_at=128), resume=True)
     validate_checkpoint(cfg, first_seed=2000, episodes=1)
     validate_checkpoint(cfg, first_seed=3000, episodes=1, max_steps=10, checkpoint=earlier)
     log = [json.loads(line) for line in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
