@@ -240,7 +240,7 @@ def aggregate(results: list[dict]) -> dict:
             "std_return": statistics.stdev(returns) if len(rows) > 1 else 0.0,
             "ci95_return": confidence_interval(returns),
             "mean_length": statistics.fmean(r["length"] for r in rows),
-            "unfinished_episodes": sum(not r.get("finished", True) for r in rows),
+            "unfinished_episodes": sum(not r.get("finished", True) for r in rows),  # older runs lack it
             "active_percent": {k: statistics.fmean(r["active_percent"][k] for r in rows) for k in layers},
             "actions": dict(sum((Counter(r["actions"]) for r in rows), Counter())),
         }

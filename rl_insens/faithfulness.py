@@ -217,9 +217,8 @@ def _run(task: MethodTask | ClosedLoopTask) -> dict:
 
 def run_faithfulness(agent_path: str, frames: torch.Tensor, methods, closed_loop_episodes: int = 0,
                      closed_loop_steps: int = 1000, seed: int = 0, fraction: float = FRACTION,
-                     sigma: float = SIGMA,
-                     workers: int = 1, backend: str = "process", address: str | None = None,
-                     progress: bool = True) -> dict:
+                     sigma: float = SIGMA, workers: int = 1, backend: str = "process",
+                     address: str | None = None, progress: bool = True) -> dict:
     """Every measurement for every method, as independent tasks; returns the report."""
     from tqdm import tqdm
 

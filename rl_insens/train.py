@@ -290,8 +290,10 @@ def greedy_evaluation(agent, env_settings: dict, seeds: list[int], max_steps: in
 
 def validate_checkpoint(cfg: TrainConfig, first_seed: int = 2000, episodes: int = 10,
                         max_steps: int | None = None, checkpoint: str | Path | None = None) -> dict:
-    """Score a checkpoint (by default the run's latest) on seeds the card does not use, and append
-    it to ``validation.jsonl``: choosing which checkpoint to ship must not look at the card's seeds.
+    """Score a checkpoint (by default the run's latest) and append it to ``validation.jsonl``.
+
+    The seeds are ones the card does not use, for the sticky setting above all; in the training
+    setting the every-start mean is exact, so it, not a sample of seeds, is what to compare.
 
     ``max_steps`` cuts episodes short to screen quickly; cut episodes count as unfinished.
     """
