@@ -167,6 +167,9 @@ def evaluate(agents, episodes, seeds, workers, backend, address, max_steps, json
         low, high = stats["ci95_return"]
         click.echo(f"{agent}: mean return {stats['mean_return']:.2f} ± {stats['std_return']:.2f} "
                    f"(95% CI {low:.2f}..{high:.2f}) over {stats['episodes']} episodes")
+        if stats["unfinished_episodes"]:
+            click.echo(f"  {stats['unfinished_episodes']} of them cut off by the step limit: their score "
+                       "is the one at the cut (greedy play can fall into a rally that never ends)")
 
 
 @main.command()

@@ -85,6 +85,19 @@ def test_play_episodes_counts_episodes_cut_short(agent_dir):
     assert [(e.length, e.finished) for e in episodes] == [(20, False), (20, False)]
 
 
+def test_evaluate_command_says_when_episodes_were_cut_off(agent_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from rl_insens.cli import main as cli
+
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--agent", agent_dir, "--episodes", "2", "--max-steps", "20", "--json", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "2 of them cut off by the step limit" in result.output
+    assert json.loads(out.read_text())["agents"][agent_dir]["unfinished_episodes"] == 2
+
+
 def test_unknown_backend_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown backend"):
         run_tasks([Task("a", 0, 0)], tmp_path / "x.jsonl", backend="threads", progress=False)
