@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -59,27 +59,37 @@ class Episode:
     """False when the episode was cut off (the environment's time limit or ``max_steps``)."""
 
 
+def play_episode(agent: Agent, env, seed: int, max_steps: int | None = None,
+                 watch: Callable[[torch.Tensor, int], None] | None = None) -> Episode:
+    """One greedy episode from ``env.reset(seed=seed)``; ``watch(x, action)`` sees each step's
+    network input and action (to measure the play without playing it again)."""
+    obs, _ = env.reset(seed=seed)
+    score, length, terminated, truncated = 0.0, 0, False, False
+    while not (terminated or truncated or length == max_steps):
+        x = agent.preprocess(obs)
+        with torch.no_grad():
+            action = int(agent.network(x).argmax(1)[0])
+        if watch is not None:
+            watch(x, action)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        score, length = score + float(reward), length + 1
+    return Episode(seed, score, length, finished=terminated)
+
+
 def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, max_steps: int | None = None,
                   **env_settings) -> list[Episode]:
-    """One greedy episode per seed (``env.reset(seed=...)``), in ``make_pong_env(**env_settings)``.
+    """One greedy episode per seed, in ``make_pong_env(**env_settings)``.
 
     One torch thread (see ``one_thread``): a single frame gains nothing from more, and a
     training run on the same cores keeps its speed.
     """
     env = make_pong_env(**env_settings)
-    episodes = []
     try:
         with one_thread():
-            for seed in tqdm(seeds, desc="episodes", unit="ep", disable=not progress):
-                obs, _ = env.reset(seed=seed)
-                score, length, terminated, truncated = 0.0, 0, False, False
-                while not (terminated or truncated or length == max_steps):
-                    obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
-                    score, length = score + float(reward), length + 1
-                episodes.append(Episode(seed, score, length, finished=terminated))
+            return [play_episode(agent, env, seed, max_steps)
+                    for seed in tqdm(seeds, desc="episodes", unit="ep", disable=not progress)]
     finally:
         env.close()
-    return episodes
 
 
 def noop_start_seeds(env_id: str = "ALE/Pong-v5", noop_max: int = 30) -> list[int]:
@@ -157,27 +167,24 @@ def run_task(task: Task, max_steps: int | None = None) -> dict:
 
 def _play(task: Task, max_steps: int | None) -> dict:
     agent = worker_agent(task.agent)
-    env = make_pong_env(**agent.env_settings)
-    start = time.perf_counter()
-    obs, _ = env.reset(seed=task.env_seed)
-    score, length, terminated, truncated = 0.0, 0, False, False
     actions: Counter = Counter()
     active: dict[str, float] = {}
+
+    def watch(x: torch.Tensor, action: int) -> None:
+        actions[action] += 1
+        for layer, state in neuron_state(agent.network, x).layers.items():
+            active[layer] = active.get(layer, 0.0) + float(state.active_fraction[0])
+
+    env = make_pong_env(**agent.env_settings)
+    start = time.perf_counter()
     try:
-        while not (terminated or truncated or length == max_steps):
-            x = agent.preprocess(obs)
-            with torch.no_grad():
-                action = int(agent.network(x).argmax(1)[0])
-            for layer, state in neuron_state(agent.network, x).layers.items():
-                active[layer] = active.get(layer, 0.0) + float(state.active_fraction[0])
-            obs, reward, terminated, truncated, _ = env.step(action)
-            actions[action] += 1
-            score, length = score + float(reward), length + 1
+        episode = play_episode(agent, env, task.env_seed, max_steps, watch)
     finally:
         env.close()
     seconds = time.perf_counter() - start
-    return {"key": task.key, **asdict(task), "env_seed": task.env_seed, "return": score, "length": length,
-            "finished": terminated,
+    length = episode.length
+    return {"key": task.key, **asdict(task), "env_seed": task.env_seed, "return": episode.score,
+            "length": length, "finished": episode.finished,
             "actions": {agent.action_meanings[a]: n for a, n in sorted(actions.items())},
             "active_percent": {k: round(100 * v / max(length, 1), 3) for k, v in active.items()},
             "seconds": round(seconds, 3), "steps_per_second": round(length / seconds, 1) if seconds else None}
