@@ -1,7 +1,7 @@
 """rl-insens: see why a ReLU policy acts, through its switched linear projections and Insens."""
 
 from . import bench
-from .agents import load_agent, make_pong_env
+from .agents import Agent, load_agent
 from .attribution import METHODS, attribute
 from .engine import (
     UnsupportedModelError,
@@ -10,12 +10,16 @@ from .engine import (
     neuron_state,
     switched_projection,
 )
+from .envs import AtariSettings, make_env, make_pong_env
 from .inspector import Inspector
 from .nets import RLNet, TwoConv
 from .wrapper import InsensWrapper
 
 __all__ = [
     "bench",
+    "Agent",
+    "AtariSettings",
+    "make_env",
     "METHODS",
     "RLNet",
     "TwoConv",

@@ -25,6 +25,30 @@ def where_tasks_run(command):
     return click.option("--workers", default=1, show_default=True, help="Parallel workers.")(command)
 
 
+def env_option(command):
+    """``--env``: the game to play, when the agent's own files do not say or say otherwise."""
+    return click.option("--env", "env_id", default=None, metavar="ENV_ID",
+                        help="The game: a Gymnasium ALE id such as PongNoFrameskip-v4 or ALE/Breakout-v5 "
+                        "[default: the zoo's files next to a zip, else the agent's model card].")(command)
+
+
+USER_ERRORS = (FileNotFoundError, ValueError, UnsupportedModelError)
+"""What a user's mistake raises in the library: said in one line, without a traceback."""
+
+
+def load_agent_or_fail(path, env_id: str | None, need_game: bool = True):
+    """The agent at ``path`` set to its game, or a one-line error (before any work starts)."""
+    from .agents import load_agent
+
+    try:
+        agent = load_agent(path, env=env_id)
+        if need_game:
+            agent.game  # noqa: B018  (raises, naming --env, when no game is known)
+        return agent
+    except USER_ERRORS as error:
+        fail(str(error))
+
+
 def fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
@@ -37,6 +61,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--out-dir", default="agents/pong_rlnet/train", show_default=True)
+@env_option
 @click.option("--total-steps", type=int, help="Length of the learning-rate and clip-range schedules.")
 @click.option("--stop-at", type=int, default=None, help="Checkpoint and stop after this many steps.")
 @click.option("--seed", type=int)
@@ -50,13 +75,15 @@ def main() -> None:
               help="Where PPO's updates run (the environments always step on the CPU).")
 @click.option("--dummy-envs", is_flag=True, help="Step environments in this process.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resume.zip if it exists.")
-def train(out_dir, stop_at, threads, device, dummy_envs, resume, **given):
-    """Train RLNET on Pong with PPO (resumable).
+def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, **given):
+    """Train RLNET with PPO on an ALE game (resumable; by default the bundled agent's run).
 
     Options left unset take the resumed run's values (its config.json), else TrainConfig's.
+    A new run with --env plays that game with its minimal action set.
     """
     import torch
 
+    from .envs import AtariSettings, check_env_id
     from .train import TrainConfig
     from .train import train as run
 
@@ -67,8 +94,19 @@ def train(out_dir, stop_at, threads, device, dummy_envs, resume, **given):
     saved = json.loads(saved_path.read_text()) if resume and saved_path.exists() else {}
     chosen = {name: value if value is not None else saved.get(name, getattr(TrainConfig, name))
               for name, value in given.items()}
+    env_settings = saved.get("env_settings", TrainConfig().env_settings)
+    if env_id is not None:
+        try:
+            check_env_id(env_id)
+        except ValueError as error:
+            fail(str(error))
+        if saved and saved["env_settings"]["env_id"] != env_id:
+            fail(f"--env {env_id}: the run in {out_dir} plays {saved['env_settings']['env_id']}")
+        if not saved:
+            new = AtariSettings(env_id, preprocessing="gymnasium", repeat_action_probability=0.0)
+            env_settings = new.as_dict()
     cfg = TrainConfig(out_dir=out_dir, stop_at=stop_at, subprocess_envs=not dummy_envs,
-                      env_settings=saved.get("env_settings", TrainConfig().env_settings), **chosen)
+                      env_settings=env_settings, **chosen)
     try:
         run(cfg, resume=resume, device=device)
     except KeyboardInterrupt:
@@ -127,25 +165,23 @@ def validate_checkpoint(train_dir, first_seed, episodes, max_steps, checkpoint):
 @click.option("--episodes", default=10, show_default=True, help="Episodes per agent and seed.")
 @click.option("--seeds", "seeds", multiple=True, type=int, default=[0], show_default=True,
               help="Repeat for several seeds.")
+@env_option
 @where_tasks_run
 @click.option("--max-steps", type=int, default=None, help="Cap on agent steps per episode.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=Path("evaluation.json"),
               show_default=True)
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path), default=None)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run, skipping finished episodes.")
-def evaluate(agents, episodes, seeds, workers, backend, address, max_steps, json_out, csv_out, resume):
-    """Play greedy episodes of one or more agents and report per-agent statistics."""
+def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_steps, json_out, csv_out,
+             resume):
+    """Play greedy episodes of one or more agents, each in its game, and report per-agent statistics."""
     import csv
 
-    from .agents import load_agent
     from .evaluate import Task, aggregate, run_tasks
 
     for path in agents:
-        try:
-            load_agent(path)
-        except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
-            fail(str(error))
-    tasks = [Task(a, s, e) for a in agents for s in seeds for e in range(episodes)]
+        load_agent_or_fail(path, env_id)
+    tasks = [Task(a, s, e, env_id) for a in agents for s in seeds for e in range(episodes)]
     results_path = json_out.with_suffix(".episodes.jsonl")
     try:
         results = run_tasks(tasks, results_path, workers=workers, resume=resume, max_steps=max_steps,
@@ -174,7 +210,8 @@ def evaluate(agents, episodes, seeds, workers, backend, address, max_steps, json
 
 @main.command()
 @click.option("--agent", "agent_path", default=str(DEFAULT_AGENT), show_default=True,
-              help="rl-insens agent directory or stable-baselines3 .zip")
+              help="rl-insens agent directory, stable-baselines3 .zip or CleanRL .cleanrl_model")
+@env_option
 @click.option("--episodes", default=1, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="Cap on agent steps per episode.")
 @click.option("--seed", default=0, show_default=True, help="Episode i resets with seed SEED + i.")
@@ -187,12 +224,13 @@ def evaluate(agents, episodes, seeds, workers, backend, address, max_steps, json
 @click.option("--layout", type=click.Choice(["methods", "stack"]), default="methods", show_default=True,
               help="methods: screen and one panel per method; stack: Insens on each of the 4 frames.")
 @click.option("--batch", default=16, show_default=True, help="Frames per batched attribution call.")
-def record(agent_path, episodes, max_steps, seed, methods, every, fps, out, device, layout, batch):
-    """Record an annotated side-by-side video of an agent playing Pong."""
+def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, out, device, layout, batch):
+    """Record an annotated side-by-side video of an agent playing its game."""
     from .record import record as run
 
+    agent = load_agent_or_fail(agent_path, env_id)
     try:
-        result = run(agent_path, out, episodes=episodes, max_steps=max_steps, seed=seed,
+        result = run(agent, out, episodes=episodes, max_steps=max_steps, seed=seed,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], every=every, fps=fps,
                      device=device, layout=layout, batch=batch)
     except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
@@ -225,6 +263,7 @@ def view(run_dir, host, port):
 
 @main.command()
 @click.option("--agent", "agent_path", default=str(DEFAULT_AGENT), show_default=True)
+@env_option
 @click.option("--frames", default=200, show_default=True, help="Frames sampled from the agent's own play.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
@@ -235,26 +274,26 @@ def view(run_dir, host, port):
 @click.option("--closed-loop-steps", default=1000, show_default=True, help="Agent steps per such episode.")
 @where_tasks_run
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("faithfulness"), show_default=True)
-def faithfulness(agent_path, frames, seed, methods, fraction, sigma, closed_loop_episodes, closed_loop_steps,
-                 workers, backend, address, out_dir):
+def faithfulness(agent_path, env_id, frames, seed, methods, fraction, sigma, closed_loop_episodes,
+                 closed_loop_steps, workers, backend, address, out_dir):
     """Measure how faithfully each attribution method shows what the policy relies on."""
     from . import faithfulness as f
-    from .agents import load_agent
     from .wrapper import check_methods
 
+    agent = load_agent_or_fail(agent_path, env_id)
     try:
-        agent = load_agent(agent_path)
         chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
     except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
         fail(str(error))
     x = f.sample_frames(agent, frames, seed)
     try:
         report = f.run_faithfulness(agent_path, x, chosen, closed_loop_episodes, closed_loop_steps, seed,
-                                    fraction, sigma, workers, backend, address)
+                                    fraction, sigma, workers, backend, address, env=env_id)
     except ImportError as error:
         fail(str(error))
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"agent": agent_path, "frames": frames, "seed": seed, "fraction": fraction, "sigma": sigma,
+    meta = {"agent": agent_path, "environment": agent.game.as_dict(), "frames": frames, "seed": seed,
+            "fraction": fraction, "sigma": sigma,
             "closed_loop_episodes": closed_loop_episodes, "closed_loop_steps": closed_loop_steps}
     table = f.markdown_table(report["methods"], report["closed_loop"], closed_loop_steps)
     for name, text in (("faithfulness.json", json.dumps({"meta": meta, **report}, indent=2)),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .agents import Agent, load_agent, make_pong_env
+from .agents import Agent, load_agent
 from .engine import neuron_state
 from .parallel import run_unordered
 
@@ -40,6 +40,8 @@ class Task:
     agent: str
     seed: int
     episode: int
+    env: str | None = None
+    """The game, where the agent's own files do not say it (or say another)."""
 
     @property
     def env_seed(self) -> int:
@@ -47,7 +49,7 @@ class Task:
 
     @property
     def key(self) -> str:
-        return f"{self.agent}|{self.seed}|{self.episode}"
+        return f"{self.agent}|{self.env or ''}|{self.seed}|{self.episode}"
 
 
 @dataclass
@@ -78,12 +80,12 @@ def play_episode(agent: Agent, env, seed: int, max_steps: int | None = None,
 
 def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, max_steps: int | None = None,
                   **env_settings) -> list[Episode]:
-    """One greedy episode per seed, in ``make_pong_env(**env_settings)``.
+    """One greedy episode per seed, in the agent's game (``env_settings`` change its settings).
 
     One torch thread (see ``one_thread``): a single frame gains nothing from more, and a
     training run on the same cores keeps its speed.
     """
-    env = make_pong_env(**env_settings)
+    env = agent.make_env(**env_settings)
     try:
         with one_thread():
             return [play_episode(agent, env, seed, max_steps)
@@ -137,14 +139,14 @@ def confidence_interval(values: list[float]) -> tuple[float, float]:
 
 
 # ----- one task ---------------------------------------------------------------------------------
-_AGENTS: dict[str, Agent] = {}
+_AGENTS: dict[tuple[str, str | None], Agent] = {}
 
 
-def worker_agent(path: str) -> Agent:
-    """The agent at ``path``, loaded once per worker process."""
-    if path not in _AGENTS:
-        _AGENTS[path] = load_agent(path)
-    return _AGENTS[path]
+def worker_agent(path: str, env: str | None = None) -> Agent:
+    """The agent at ``path`` set to play ``env`` (or its own game), loaded once per worker process."""
+    if (path, env) not in _AGENTS:
+        _AGENTS[path, env] = load_agent(path, env=env)
+    return _AGENTS[path, env]
 
 
 @contextmanager
@@ -166,7 +168,7 @@ def run_task(task: Task, max_steps: int | None = None) -> dict:
 
 
 def _play(task: Task, max_steps: int | None) -> dict:
-    agent = worker_agent(task.agent)
+    agent = worker_agent(task.agent, task.env)
     actions: Counter = Counter()
     active: dict[str, float] = {}
 
@@ -175,7 +177,7 @@ def _play(task: Task, max_steps: int | None) -> dict:
         for layer, state in neuron_state(agent.network, x).layers.items():
             active[layer] = active.get(layer, 0.0) + float(state.active_fraction[0])
 
-    env = make_pong_env(**agent.env_settings)
+    env = agent.make_env()
     start = time.perf_counter()
     try:
         episode = play_episode(agent, env, task.env_seed, max_steps, watch)
@@ -183,7 +185,8 @@ def _play(task: Task, max_steps: int | None) -> dict:
         env.close()
     seconds = time.perf_counter() - start
     length = episode.length
-    return {"key": task.key, **asdict(task), "env_seed": task.env_seed, "return": episode.score,
+    return {"key": task.key, **asdict(task), "game": agent.game.env_id, "env_seed": task.env_seed,
+            "return": episode.score,
             "length": length, "finished": episode.finished,
             "actions": {agent.action_meanings[a]: n for a, n in sorted(actions.items())},
             "active_percent": {k: round(100 * v / max(length, 1), 3) for k, v in active.items()},

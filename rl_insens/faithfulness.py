@@ -2,8 +2,8 @@
 
 * Noise where the map says it does not matter: Gaussian noise on the k% of inputs with the
   lowest |attribution|, versus the highest k% and a random k%; does the greedy action survive?
-  (The Pong version of the paper's outline/frame test, section 4.1.) Also in closed loop: the
-  agent plays whole stretches of Pong seeing the noisy frames, and we compare its return.
+  (The game version of the paper's outline/frame test, section 4.1.) Also in closed loop: the
+  agent plays whole stretches of its game seeing the noisy frames, and we compare its return.
 * Deletion and insertion curves (pixel flipping): inputs removed from, or inserted into, a
   blank frame in order of |attribution|; the chosen action's logit and probability along the
   way, and the area under each curve.
@@ -141,11 +141,9 @@ def closed_loop(agent, method: str | None, choice: str, env_seed: int, fraction:
     is the one the clean frame would have given."""
     if choice not in CHOICES:
         raise ValueError(f"unknown choice {choice!r}; choose one of {', '.join(CHOICES)}")
-    from .agents import make_pong_env
-
     network = agent.network
     generator = torch.Generator().manual_seed(env_seed)
-    env = make_pong_env(**agent.env_settings)
+    env = agent.make_env()
     obs, _ = env.reset(seed=env_seed)
     score, length, agreed, done = 0.0, 0, 0, False
     try:
@@ -182,12 +180,13 @@ class MethodTask:
     frames: torch.Tensor
     fraction: float = FRACTION
     sigma: float = SIGMA
+    env: str | None = None
 
     def run(self) -> dict:
         from .evaluate import one_thread, worker_agent
 
         with one_thread():
-            return measure_method(worker_agent(self.agent).network, self.frames, self.method,
+            return measure_method(worker_agent(self.agent, self.env).network, self.frames, self.method,
                                   fraction=self.fraction, sigma=self.sigma)
 
 
@@ -202,12 +201,13 @@ class ClosedLoopTask:
     fraction: float = FRACTION
     sigma: float = SIGMA
     max_steps: int = 1000
+    env: str | None = None
 
     def run(self) -> dict:
         from .evaluate import one_thread, worker_agent
 
         with one_thread():
-            return closed_loop(worker_agent(self.agent), self.method, self.choice, self.env_seed,
+            return closed_loop(worker_agent(self.agent, self.env), self.method, self.choice, self.env_seed,
                                self.fraction, self.sigma, self.max_steps)
 
 
@@ -218,14 +218,16 @@ def _run(task: MethodTask | ClosedLoopTask) -> dict:
 def run_faithfulness(agent_path: str, frames: torch.Tensor, methods, closed_loop_episodes: int = 0,
                      closed_loop_steps: int = 1000, seed: int = 0, fraction: float = FRACTION,
                      sigma: float = SIGMA, workers: int = 1, backend: str = "process",
-                     address: str | None = None, progress: bool = True) -> dict:
-    """Every measurement for every method, as independent tasks; returns the report."""
+                     address: str | None = None, progress: bool = True, env: str | None = None) -> dict:
+    """Every measurement for every method, as independent tasks; returns the report.
+
+    ``env`` names the agent's game where its files do not (see :func:`~rl_insens.load_agent`)."""
     from tqdm import tqdm
 
-    tasks: list = [MethodTask(agent_path, m, frames, fraction, sigma) for m in methods]
+    tasks: list = [MethodTask(agent_path, m, frames, fraction, sigma, env) for m in methods]
     conditions = [(None, "clean"), (None, "random")]
     conditions += [(m, c) for m in methods for c in ("lowest", "highest")]
-    tasks += [ClosedLoopTask(agent_path, m, c, seed * 100_003 + e, fraction, sigma, closed_loop_steps)
+    tasks += [ClosedLoopTask(agent_path, m, c, seed * 100_003 + e, fraction, sigma, closed_loop_steps, env)
               for m, c in conditions for e in range(closed_loop_episodes)]
     methods_report: dict = {m: {} for m in methods}
     loops: dict = {}
@@ -299,9 +301,7 @@ def sample_frames(agent, n: int, seed: int = 0, every: int = 5, progress: bool =
     """``n`` observations from the agent's own greedy play, every ``every``-th step."""
     from tqdm import tqdm
 
-    from .agents import make_pong_env
-
-    env = make_pong_env(**agent.env_settings)
+    env = agent.make_env()
     frames, episode = [], 0
     bar = tqdm(total=n, desc="frames", disable=not progress)
     try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from .agents import Agent, load_agent, make_pong_env
+from .agents import Agent, check_fits, load_agent
 from .attribution import attribute
 from .engine import SwitchedProjection, insens, neuron_state, stability_margin, switched_projection
 from .wrapper import DEFAULT_METHODS, check_methods, resolve_device
@@ -182,19 +183,23 @@ class Inspector:
     >>> ins.back(3); ins.goto(20); other = ins.fork()
     """
 
-    def __init__(self, agent: Agent | str, env: gym.Env | None = None, seed: int = 0,
+    def __init__(self, agent: Agent | str, env: gym.Env | str | None = None, seed: int = 0,
                  methods=DEFAULT_METHODS, device: str = "auto", make_env=None) -> None:
-        self.agent = (load_agent(agent) if isinstance(agent, str) else agent).to(resolve_device(device))
+        """``env``: the game as an id (``"BreakoutNoFrameskip-v4"``), or an environment made
+        already; by default the agent's own game."""
+        if isinstance(agent, (str, Path)):
+            agent = load_agent(agent, env=env if isinstance(env, str) else None)
+        elif isinstance(env, str):
+            agent = agent.with_game(env)
+        self.agent = agent.to(resolve_device(device))
         self.methods = check_methods(methods)
-        if make_env is None and env is None:
+        if make_env is None and not isinstance(env, gym.Env):
             def make_env():
-                return make_pong_env(render_mode="rgb_array", **self.agent.env_settings)
+                return self.agent.make_env(render_mode="rgb_array")
 
         self.make_env = make_env
-        env = make_env() if env is None else env
-        if tuple(env.observation_space.shape) != self.agent.observation_shape:
-            raise ValueError(f"the environment's observations have shape {env.observation_space.shape}; "
-                             f"the agent's network takes {self.agent.observation_shape}")
+        env = make_env() if not isinstance(env, gym.Env) else env
+        check_fits(self.agent, env)
         self.env, self.seed = env, seed
         observation, _ = env.reset(seed=seed)
         self.history = [Snapshot(observation, env.render(), capture(env), 0.0, False)]

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import render
-from .agents import Agent, PongSettings, load_agent, make_pong_env
+from .agents import Agent, load_agent
 from .wrapper import DEFAULT_METHODS, StepInspection, check_methods, inspect_frames, resolve_device
 
 LAYOUTS = ("methods", "stack")
@@ -53,17 +53,19 @@ def _atomic_json(path: Path, data: dict) -> None:
 class _Drawer:
     """Turns one step (screen, observation, inspection) into a video frame."""
 
-    def __init__(self, methods: tuple[str, ...], layout: str, meanings: list[str]) -> None:
-        self.methods, self.layout, self.meanings = methods, layout, meanings
+    def __init__(self, methods: tuple[str, ...], layout: str, meanings: list[str], game: str) -> None:
+        self.methods, self.layout, self.meanings, self.game = methods, layout, meanings, game
         self.scales = {m: render.SmoothScale() for m in methods}
         self.stack_method = "insens" if "insens" in methods else methods[0]
 
     def __call__(self, screen, observation, inspection: StepInspection, step: dict) -> np.ndarray:
         backdrop = render.dim(screen)
         if self.layout == "methods":
-            panels = [render.panel(screen, None, None, f"Pong  episode {step['episode']}  step {step['t']}")]
+            title = f"{self.game}  episode {step['episode']}  step {step['t']}"
+            panels = [render.panel(screen, None, None, title)]
             for method in self.methods:
-                values = render.to_screen(inspection.maps[method][-1])  # newest frame of the stack
+                newest = inspection.maps[method][-1]  # the newest frame of the stack
+                values = render.to_screen(newest, screen.shape)
                 scale = self.scales[method].update(values)
                 panels.append(render.panel(backdrop, values, scale, method))
         else:
@@ -71,8 +73,9 @@ class _Drawer:
             scale = self.scales[self.stack_method].update(maps)
             panels = [render.panel(screen, None, None, f"step {step['t']}")]
             for k in range(len(observation)):
-                frame = render.dim(np.repeat(render.to_screen(observation[k])[..., None], 3, -1))
-                panels.append(render.panel(frame, render.to_screen(maps[k]), scale,
+                gray = render.to_screen(observation[k], screen.shape)
+                frame = render.dim(np.repeat(gray[..., None], 3, -1))
+                panels.append(render.panel(frame, render.to_screen(maps[k], screen.shape), scale,
                                            f"frame t-{len(observation) - 1 - k}: {self.stack_method}"))
         action = inspection.action
         value = "n/a" if inspection.value is None else f"{inspection.value:+.2f}"
@@ -115,12 +118,7 @@ def record(
     if out.suffix != ".mp4":
         raise ValueError(f"the video must be an .mp4 file, got {out}")
     run_dir = Path(run_dir) if run_dir else out.with_suffix(".run")
-    settings = agent.env_settings
-    env = make_pong_env(render_mode="rgb_array", **settings)
-    if tuple(env.observation_space.shape) != agent.observation_shape:
-        env.close()
-        raise ValueError(f"the environment's observations have shape {env.observation_space.shape}; "
-                         f"the agent's network takes {agent.observation_shape}")
+    env = agent.make_env(render_mode="rgb_array")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     (run_dir / "chunks").mkdir(parents=True, exist_ok=True)
@@ -128,11 +126,11 @@ def record(
     partial = out.with_name(out.stem + ".partial.mp4")
     writer = imageio.get_writer(partial, fps=fps, codec="libx264", quality=7, pixelformat="yuv420p",
                                 macro_block_size=2, ffmpeg_log_level="error")
-    draw = _Drawer(methods, layout, agent.action_meanings)
+    draw = _Drawer(methods, layout, agent.action_meanings, agent.game.game)
     log: dict[str, list] = {k: [] for k in ("episode", "t", "action", "reward", "score", "logits", "probs",
                                             "value", "active_fraction", "fresh")}
     meta = {"agent": str((agent.card or {}).get("source", "")), "methods": list(methods), "layout": layout,
-            "environment": {**PongSettings().as_dict(), **settings}, "seed": seed, "every": every,
+            "environment": agent.game.as_dict(), "seed": seed, "every": every,
             "action_meanings": agent.action_meanings, "video": out.name, "chunks": [], "complete": False}
     last_maps: dict[str, np.ndarray] = {}
     bar = tqdm(total=episodes * max_steps if max_steps else None, unit="step", disable=not progress)

@@ -18,8 +18,6 @@ SCALE_PERCENTILE = 99.5
 SMOOTHING = 0.8
 """Weight of the previous scale in the moving scale (0: none)."""
 PANEL_ZOOM = 2
-SCREEN_SHAPE = (210, 160)
-"""Height and width of the Atari screen the 84x84 observations were resized from."""
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 CAPTION_HEIGHT = 46
 TITLE_HEIGHT = 22
@@ -46,9 +44,11 @@ class SmoothScale:
         return self.value
 
 
-def to_screen(image: np.ndarray) -> np.ndarray:
-    """An 84x84 map or frame stretched back onto the 210x160 game screen."""
-    return cv2.resize(image.astype(np.float32), SCREEN_SHAPE[::-1], interpolation=cv2.INTER_LINEAR)
+def to_screen(image: np.ndarray, screen_shape: tuple[int, ...]) -> np.ndarray:
+    """An 84x84 map or frame stretched back onto the game screen it was resized from (``screen_shape``
+    starts with the screen's height and width)."""
+    height, width = screen_shape[:2]
+    return cv2.resize(image.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def overlay(background: np.ndarray, values: np.ndarray, scale: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Train the RLNET Pong policy with stable-baselines3 PPO, resumably.
+"""Train RLNET on any ALE game with stable-baselines3 PPO, resumably.
 
 Readable top to bottom: settings, environments, model (new or resumed), a callback that
 logs episodes, shows progress and checkpoints, then ``learn``. The one resume checkpoint is
@@ -24,7 +24,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from tqdm import tqdm
 
-from .agents import PongSettings, RLNetExtractor, make_pong_env
+from .agents import RLNetExtractor
+from .envs import PONG, AtariSettings, make_env
 
 STICKY_PROBABILITY = 0.25
 """Repeat probability of sticky actions, the ALE v5 default, for robustness training and checks."""
@@ -32,7 +33,9 @@ STICKY_PROBABILITY = 0.25
 
 @dataclass
 class TrainConfig:
-    """PPO on Pong with the rl-zoo Atari hyper-parameters and RLNET as the network."""
+    """PPO with the rl-zoo Atari hyper-parameters and RLNET as the network.
+
+    The defaults are the bundled agent's run."""
 
     out_dir: str = "agents/pong_rlnet/train"
     """Holds resume.zip (model + optimiser), episodes.csv and the learning curve."""
@@ -58,7 +61,13 @@ class TrainConfig:
     vf_coef: float = 0.5
     checkpoint_every: int = 100_000
     subprocess_envs: bool = True
-    env_settings: dict = field(default_factory=lambda: PongSettings().as_dict())
+    env_settings: dict = field(default_factory=PONG.as_dict)
+    """The game and its preprocessing (:class:`~rl_insens.envs.AtariSettings` fields)."""
+
+    @property
+    def settings(self) -> AtariSettings:
+        """``env_settings`` as settings; runs from before the preprocessing was named used gymnasium's."""
+        return AtariSettings.from_dict({"preprocessing": "gymnasium", **self.env_settings})
 
     @property
     def resume_path(self) -> Path:
@@ -72,12 +81,12 @@ def linear(initial: float):
 
 def make_envs(cfg: TrainConfig, seed: int) -> VecEnv:
     def make(rank: int):
-        settings = _sticky(cfg.env_settings) if rank < cfg.sticky_envs else cfg.env_settings
+        sticky = STICKY_PROBABILITY if rank < cfg.sticky_envs else cfg.settings.repeat_action_probability
 
         def thunk():
             if multiprocessing.parent_process() is not None:  # a worker: Ctrl-C is the trainer's to handle
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            env = Monitor(make_pong_env(**settings))
+            env = Monitor(make_env(cfg.settings, repeat_action_probability=sticky))
             env.reset(seed=seed + rank)
             env.action_space.seed(seed + rank)
             return env
@@ -138,7 +147,8 @@ class TrainingMonitor(BaseCallback):
     def _on_training_end(self) -> None:
         self.save_checkpoint()
         self.bar.close()
-        plot_learning_curve(self.csv_path, Path(self.cfg.out_dir) / "learning_curve.png")
+        plot_learning_curve(self.csv_path, Path(self.cfg.out_dir) / "learning_curve.png",
+                            title=f"RLNET on {self.cfg.settings.game}, PPO training")
 
 
 def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu") -> PPO:
@@ -203,7 +213,7 @@ def _episode_log(csv_path: Path, up_to_step: int | None = None) -> list[dict]:
 
 
 def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20,
-                        up_to_step: int | None = None) -> None:
+                        up_to_step: int | None = None, title: str = "RLNET, PPO training") -> None:
     """Episode returns against agent steps, with a moving mean."""
     import matplotlib
 
@@ -217,7 +227,7 @@ def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20,
     if len(returns) >= window:
         mean = np.convolve(returns, np.ones(window) / window, mode="valid")
         ax.plot(steps[window - 1:], mean, label=f"mean of {window}")
-    ax.set(xlabel="agent steps", ylabel="return", title="RLNET on Pong, PPO training")
+    ax.set(xlabel="agent steps", ylabel="return", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -248,8 +258,8 @@ def export_agent(
     csv_path = Path(cfg.out_dir) / "episodes.csv"
     wall_time = training_wall_time(csv_path, steps) if csv_path.exists() else None
     card = {
-        "name": "RLNET Pong (PPO)",
-        "environment": cfg.env_settings,
+        "name": f"RLNET {cfg.settings.game} (PPO)",
+        "environment": cfg.settings.as_dict(),
         "algorithm": "PPO (stable-baselines3)",
         "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "env_settings")},
         "steps_trained": steps,
@@ -264,28 +274,26 @@ def export_agent(
         "protocol": f"greedy actions; {eval_episodes} episodes with reset seeds {seeds[0]}..{seeds[-1]} in "
                     "the training setting and with sticky actions; one episode per no-op start in the "
                     "training setting (deterministic given the start, so their mean is exact)",
-        **greedy_evaluation(load_agent(agent_dir), cfg.env_settings, seeds),
+        **greedy_evaluation(load_agent(agent_dir), seeds),
     }
     save_agent(model.policy, agent_dir, card)
     if csv_path.exists():
-        plot_learning_curve(csv_path, agent_dir / "learning_curve.png", up_to_step=steps)
+        plot_learning_curve(csv_path, agent_dir / "learning_curve.png", up_to_step=steps,
+                            title=f"RLNET on {cfg.settings.game}, PPO training")
     return card
 
 
-def _sticky(env_settings: dict) -> dict:
-    return {**env_settings, "repeat_action_probability": STICKY_PROBABILITY}
-
-
-def greedy_evaluation(agent, env_settings: dict, seeds: list[int], max_steps: int | None = None) -> dict:
+def greedy_evaluation(agent, seeds: list[int], max_steps: int | None = None) -> dict:
     """The model card's protocol: greedy returns on ``seeds`` in the training setting and with
     sticky actions, and on every no-op start of the training setting (its exact mean)."""
     from .evaluate import noop_start_seeds, play_episodes, summary
 
     play = partial(play_episodes, agent, max_steps=max_steps)
-    every_start = noop_start_seeds(env_settings["env_id"], env_settings["noop_max"])
-    return {"training_setting": summary(play(seeds, **env_settings)),
-            "training_setting_every_noop_start": summary(play(every_start, **env_settings)),
-            f"sticky_actions_{STICKY_PROBABILITY}": summary(play(seeds, **_sticky(env_settings)))}
+    every_start = noop_start_seeds(agent.game.env_id, agent.game.noop_max)
+    sticky = summary(play(seeds, repeat_action_probability=STICKY_PROBABILITY))
+    return {"training_setting": summary(play(seeds)),
+            "training_setting_every_noop_start": summary(play(every_start)),
+            f"sticky_actions_{STICKY_PROBABILITY}": sticky}
 
 
 def validate_checkpoint(cfg: TrainConfig, first_seed: int = 2000, episodes: int = 10,
@@ -302,7 +310,7 @@ def validate_checkpoint(cfg: TrainConfig, first_seed: int = 2000, episodes: int 
     checkpoint = checkpoint or cfg.resume_path
     seeds = list(range(first_seed, first_seed + episodes))
     record = {"steps": int(PPO.load(checkpoint, device="cpu").num_timesteps), "max_steps": max_steps,
-              **greedy_evaluation(load_agent(checkpoint), cfg.env_settings, seeds, max_steps)}
+              **greedy_evaluation(load_agent(checkpoint, env=cfg.settings), seeds, max_steps)}
     with open(Path(cfg.out_dir) / "validation.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     return record

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .agents import Agent, load_agent
+from .agents import Agent, check_fits, load_agent
 from .attribution import METHODS, attribute
 from .engine import neuron_state
 
@@ -83,7 +83,7 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None) -> list[
 class InsensWrapper(gym.Wrapper):
     """Adds ``info["inspection"]`` (an :class:`StepInspection`) on ``reset`` and ``step``.
 
-    >>> env = InsensWrapper(ri.make_pong_env(), ri.load_agent("agents/pong_rlnet"))
+    >>> env = InsensWrapper(agent.make_env(), agent)  # agent = ri.load_agent(...)
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step(info["inspection"].action)
 
@@ -95,13 +95,10 @@ class InsensWrapper(gym.Wrapper):
                  every: int = 1) -> None:
         super().__init__(env)
         self.agent = (load_agent(agent) if isinstance(agent, str) else agent).to(resolve_device(device))
+        check_fits(self.agent, env)
         self.methods = check_methods(methods)
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
-        space = env.observation_space
-        if tuple(space.shape) != self.agent.observation_shape:
-            raise ValueError(f"the environment's observations have shape {space.shape}; the agent's "
-                             f"network takes {self.agent.observation_shape}")
         self.every, self.steps = every, 0
 
     def _inspect(self, observation) -> StepInspection:

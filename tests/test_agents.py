@@ -11,6 +11,7 @@ from stable_baselines3 import A2C, DQN, PPO
 
 import rl_insens as ri
 from rl_insens.agents import RLNetExtractor, load_agent, save_agent
+from rl_insens.envs import PONG
 
 
 class FakeAtari(gym.Env):
@@ -88,8 +89,9 @@ def test_sb3_zip_gives_sb3s_outputs_and_actions(kind, tmp_path):
 
 def test_rl_insens_agent_directory_round_trip(tmp_path):
     model = make_models()["ppo_rlnet"]()
-    save_agent(model.policy, tmp_path / "agent", {"note": "untrained"})
+    save_agent(model.policy, tmp_path / "agent", {"note": "untrained", "environment": PONG.as_dict()})
     agent = load_agent(tmp_path / "agent")
+    assert agent.settings == PONG
     assert isinstance(agent.network, ri.RLNet)
     obs = observations()
     assert torch.allclose(agent_scores(agent, obs), sb3_scores(model, obs), atol=1e-5)
@@ -171,7 +173,7 @@ def test_training_wall_time_skips_pauses_and_stops_at_a_step(tmp_path):
 def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     from rl_insens.train import TrainConfig, export_agent, train, validate_checkpoint
 
-    settings = {**ri.agents.PongSettings().as_dict(), "max_episode_steps": 50, "noop_max": 3}
+    settings = {**ri.envs.PONG.as_dict(), "max_episode_steps": 50, "noop_max": 3}
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), total_steps=10_000, stop_at=64, n_envs=2, n_steps=32,
                       batch_size=32, checkpoint_every=64, subprocess_envs=False, env_settings=settings)
     trained = train(cfg)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import rl_insens.faithfulness as f
-from rl_insens.agents import make_pong_env
+from rl_insens.envs import PONG, make_pong_env
 from rl_insens.evaluate import (
     Task,
     aggregate,
@@ -28,7 +28,8 @@ def agent_dir(tmp_path_factory):
 
     model = PPO("CnnPolicy", FakeAtari(18), n_steps=16, seed=0,
                 policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[]))
-    return str(save_agent(model.policy, tmp_path_factory.mktemp("agent") / "tiny", {}))
+    card = {"environment": PONG.as_dict()}
+    return str(save_agent(model.policy, tmp_path_factory.mktemp("agent") / "tiny", card))
 
 
 def test_parallel_equals_serial_and_resume_skips(agent_dir, tmp_path):

@@ -12,6 +12,7 @@ import rl_insens as ri
 import rl_insens.render
 from rl_insens.agents import Agent
 from rl_insens.cli import main as cli
+from rl_insens.envs import PONG
 from rl_insens.record import record
 from rl_insens.wrapper import InsensWrapper
 
@@ -21,7 +22,7 @@ FAST_METHODS = ("insens", "gradient", "lrp_epsilon")
 @pytest.fixture(scope="module")
 def agent():
     torch.manual_seed(0)
-    return Agent(ri.RLNet().eval(), [f"a{i}" for i in range(18)], "actor-critic")
+    return Agent(ri.RLNet().eval(), [f"a{i}" for i in range(18)], "actor-critic", settings=PONG)
 
 
 def test_wrapper_keeps_the_trajectory(agent):
@@ -111,8 +112,13 @@ def test_cli_errors_exit_nonzero(tmp_path):
 
     from rl_insens.agents import save_agent
 
-    save_agent(PPO("CnnPolicy", FakeAtari(18), n_steps=16, policy_kwargs=dict(
-        features_extractor_class=ri.agents.RLNetExtractor, net_arch=[])).policy, tmp_path / "agent", {})
+    policy = PPO("CnnPolicy", FakeAtari(18), n_steps=16, policy_kwargs=dict(
+        features_extractor_class=ri.agents.RLNetExtractor, net_arch=[])).policy
+    save_agent(policy, tmp_path / "nameless", {})
+    nameless = runner.invoke(cli, ["record", "--agent", str(tmp_path / "nameless"),
+                                   "--out", str(tmp_path / "x.mp4")])
+    assert nameless.exit_code != 0 and "--env" in nameless.output and not (tmp_path / "x.run").exists()
+    save_agent(policy, tmp_path / "agent", {"environment": PONG.as_dict()})
     unknown = runner.invoke(cli, ["record", "--agent", str(tmp_path / "agent"), "--methods", "lime",
                                   "--out", str(tmp_path / "x.mp4")])
     assert unknown.exit_code != 0 and "unknown attribution method" in unknown.output

@@ -11,6 +11,7 @@ import torch
 
 import rl_insens as ri
 from rl_insens.agents import Agent
+from rl_insens.envs import PONG
 from rl_insens.record import record
 from rl_insens.viewer import RunData, serve
 
@@ -25,7 +26,7 @@ def run_dir(tmp_path_factory):
     net = ri.RLNet().eval()
     for layer in (net.conv1, net.conv2, net.conv3, net.fc1):
         layer.bias.data -= 0.03
-    agent = Agent(net, [f"a{i}" for i in range(18)], "actor-critic")
+    agent = Agent(net, [f"a{i}" for i in range(18)], "actor-critic", settings=PONG)
     out = tmp_path_factory.mktemp("run") / "r.mp4"
     return record(agent, out, max_steps=6, methods=("insens", "gradient"), batch=4, progress=False).run_dir
 

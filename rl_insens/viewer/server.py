@@ -107,7 +107,7 @@ class RunData:
             return png(render.zoom(screen))
         if f"map_{name}" not in chunk:
             raise KeyError(f"no method {name!r} in this run")
-        values = render.to_screen(chunk[f"map_{name}"][i][-1].astype(np.float32))
+        values = render.to_screen(chunk[f"map_{name}"][i][-1].astype(np.float32), screen.shape)
         return png(render.zoom(render.overlay(render.dim(screen), values, render.robust_scale(values))))
 
     def observation(self, t: int) -> torch.Tensor:
