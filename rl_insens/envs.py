@@ -115,7 +115,9 @@ def check_env_id(env_id: str) -> str:
 
 
 def game_name(env_id: str) -> str:
-    return gym.spec(check_env_id(env_id)).kwargs["game"]
+    """``Breakout`` for ``ALE/Breakout-v5``, ``BreakoutNoFrameskip-v4`` and the other forms."""
+    name = check_env_id(env_id).removeprefix("ALE/").rsplit("-v", 1)[0]
+    return name.removesuffix("NoFrameskip").removesuffix("Deterministic")
 
 
 @cache

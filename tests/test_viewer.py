@@ -53,6 +53,7 @@ def test_run_data(run_dir):
     run = RunData(run_dir)
     summary = run.summary()
     assert summary["frames"] == 6 and summary["methods"] == ["insens", "gradient"]
+    assert summary["game"] == "ALE/Pong-v5"
     assert summary["layers"] == {"conv1": 14112, "conv2": 3136, "conv3": 3136, "fc1": 512}
     assert run.image(3, "insens").startswith(b"\x89PNG")
     neuron = run.neuron(2, "conv3", 5)

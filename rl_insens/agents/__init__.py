@@ -144,7 +144,7 @@ def load_agent(path: str | Path, env: str | AtariSettings | None = None, **setti
     elif path.suffix == ".cleanrl_model":
         agent = cleanrl.load(path)
     else:
-        agent = sb3.load(path)
+        agent = sb3.load(path, read_zoo=env is None)
     if env is not None:
         return agent.with_game(env, **settings)
     if agent.settings is not None:

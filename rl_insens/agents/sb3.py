@@ -104,7 +104,8 @@ def _policy_kwargs(path: Path, field) -> dict:
     return kwargs
 
 
-def load(path: Path) -> Agent:
+def load(path: Path, read_zoo: bool = True) -> Agent:
+    """The zip's policy as an :class:`Agent`; its game from the zoo's files when ``read_zoo``."""
     from stable_baselines3.common.save_util import load_from_zip_file
 
     raw = _raw_data(path)
@@ -140,7 +141,7 @@ def load(path: Path) -> Agent:
     scale = 1 / 255 if getattr(policy, "normalize_images", True) else 1.0
     card = {"source": str(path), "format": "sb3", "observation_shape": list(shape), "n_actions": actions.n,
             "steps_trained": raw.get("num_timesteps")}
-    settings = zoo_settings(path)
+    settings = zoo_settings(path) if read_zoo else None
     if settings is not None:
         card["environment_from"] = "rl-baselines3-zoo files next to the zip"
     return Agent(network, generic_meanings(actions.n), kind, value, card, scale, settings)

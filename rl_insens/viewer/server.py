@@ -85,6 +85,7 @@ class RunData:
         chosen = s["probs"][np.arange(self.n), s["action"]]
         return {"frames": self.n, "methods": self.meta["methods"], "layers": self.layers,
                 "complete": self.meta.get("complete", False), "name": self.dir.name,
+                "game": self.meta.get("environment", {}).get("env_id", "unknown game"),
                 "series": {"action_prob": chosen.round(4).tolist(),
                            "value": [None if np.isnan(v) else float(v) for v in s["value"]],
                            "score": s["score"].tolist(),

@@ -116,7 +116,7 @@ async function main() {
   const run = await getJSON("/api/run");
   state.run = run;
   state.frames = run.frames;
-  $("run-name").textContent = run.name + (run.complete ? "" : " (interrupted)");
+  $("run-name").textContent = `${run.name} · ${run.game}` + (run.complete ? "" : " (interrupted)");
   $("slider").max = run.frames - 1;
   const panels = [["screen", "game"]].concat(run.methods.map((m) => [m, m]));
   $("panels").innerHTML = panels
