@@ -218,8 +218,8 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
 @click.option("--every", default=1, show_default=True, help="Compute maps every K-th step.")
 @click.option("--fps", default=30, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("recordings/pong.mp4"),
-              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="The video (.mp4)  [default: recordings/GAME.mp4]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--layout", type=click.Choice(["methods", "stack"]), default="methods", show_default=True,
               help="methods: screen and one panel per method; stack: Insens on each of the 4 frames.")
@@ -229,6 +229,7 @@ def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, o
     from .record import record as run
 
     agent = load_agent_or_fail(agent_path, env_id)
+    out = out or Path("recordings") / f"{agent.game.game}.mp4"
     try:
         result = run(agent, out, episodes=episodes, max_steps=max_steps, seed=seed,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], every=every, fps=fps,

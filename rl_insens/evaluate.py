@@ -94,7 +94,7 @@ def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, max_ste
         env.close()
 
 
-def noop_start_seeds(env_id: str = "ALE/Pong-v5", noop_max: int = 30) -> list[int]:
+def noop_start_seeds(env_id: str, noop_max: int = 30) -> list[int]:
     """The first reset seed giving each no-op start ``1..noop_max`` (``[0]`` when there are none).
 
     Without sticky actions ALE is deterministic, so a greedy episode depends only on how many

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-PONG_OBSERVATION_SHAPE = (4, 84, 84)
+ATARI_OBSERVATION_SHAPE = (4, 84, 84)
 """Four stacked 84x84 grayscale frames, channels first."""
 
 
@@ -34,15 +34,15 @@ def _same_conv(
 
 
 class RLNet(nn.Sequential):
-    """RLNET (Table 2): the Pong policy network, 4x84x84 frames in [0, 1] to action logits.
+    """RLNET (Table 2): the paper's Atari policy network, 4x84x84 frames in [0, 1] to action logits.
 
     conv 32 8x8/4, conv 64 4x4/3, conv 64 3x3/1, fc 512, fc ``n_actions``; ReLU between,
-    SAME padding. Its 20896 hidden neurons are Table 3's count for Pong.
+    SAME padding. Its 20896 hidden neurons are Table 3's count for the paper's Pong agent.
     """
 
     def __init__(self, n_actions: int = 18) -> None:
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        hw, channels = PONG_OBSERVATION_SHAPE[1:], PONG_OBSERVATION_SHAPE[0]
+        hw, channels = ATARI_OBSERVATION_SHAPE[1:], ATARI_OBSERVATION_SHAPE[0]
         for i, (out_channels, kernel, stride) in enumerate([(32, 8, 4), (64, 4, 3), (64, 3, 1)], 1):
             pad, conv, hw = _same_conv(hw, channels, out_channels, kernel, stride)
             layers[f"pad{i}"], layers[f"conv{i}"], layers[f"relu{i}"] = pad, conv, nn.ReLU()

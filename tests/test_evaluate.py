@@ -72,11 +72,11 @@ def _state_after_reset(seed: int):
 
 
 def test_noop_start_seeds_reach_every_start_once():
-    seeds = noop_start_seeds(noop_max=30)
+    seeds = noop_start_seeds("ALE/Pong-v5", noop_max=30)
     assert len(seeds) == 30 and len({_state_after_reset(s) for s in seeds}) == 30
     # Any other seed repeats one of those starts exactly.
     assert {_state_after_reset(s) for s in range(200, 220)} <= {_state_after_reset(s) for s in seeds}
-    assert noop_start_seeds(noop_max=0) == [0]
+    assert noop_start_seeds("ALE/Pong-v5", noop_max=0) == [0]
 
 
 def test_play_episodes_counts_episodes_cut_short(agent_dir):

@@ -212,7 +212,7 @@ def test_a_zip_without_a_game_asks_for_env(tmp_path):
 
 def test_record_inspect_and_wrap_another_game(tmp_path):
     """A Breakout agent is recorded, stepped through and wrapped in Breakout, named as such."""
-    from rl_insens import Inspector, InsensWrapper, make_env
+    from rl_insens import InsensWrapper, Inspector, make_env
     from rl_insens.record import record
 
     torch.manual_seed(2)

@@ -17,7 +17,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from ..envs import AtariSettings, action_meanings
-from ..nets import PONG_OBSERVATION_SHAPE, RLNet
+from ..nets import ATARI_OBSERVATION_SHAPE, RLNet
 from . import Agent, copy_module, generic_meanings
 
 POLICY_FILE, CARD_FILE = "policy.pt", "card.json"
@@ -31,8 +31,8 @@ class RLNetExtractor(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 512) -> None:
-        if tuple(observation_space.shape) != PONG_OBSERVATION_SHAPE:
-            raise ValueError(f"RLNet takes observations of shape {PONG_OBSERVATION_SHAPE}, "
+        if tuple(observation_space.shape) != ATARI_OBSERVATION_SHAPE:
+            raise ValueError(f"RLNet takes observations of shape {ATARI_OBSERVATION_SHAPE}, "
                              f"the environment gives {observation_space.shape}")
         super().__init__(observation_space, features_dim)
         self.trunk = nn.Sequential(*list(RLNet().children())[:-1])
@@ -104,7 +104,7 @@ def save_agent(policy, out_dir: str | Path, card: dict) -> Path:
     weights = out_dir / POLICY_FILE
     tmp = weights.with_suffix(".tmp")
     torch.save({"rlnet": net.state_dict(), "value_head": policy.value_net.state_dict()}, tmp)
-    card = {**card, "n_actions": net.n_actions, "observation_shape": list(PONG_OBSERVATION_SHAPE),
+    card = {**card, "n_actions": net.n_actions, "observation_shape": list(ATARI_OBSERVATION_SHAPE),
             "weights_file": POLICY_FILE, "weights_sha256": sha256_of(tmp)}
     settings = settings_from_card(card)
     meanings = action_meanings(settings) if settings else generic_meanings(net.n_actions)
