@@ -228,3 +228,17 @@ def test_record_inspect_and_wrap_another_game(tmp_path):
     assert inspector.step(2).agent.game.game == "Breakout" and inspector.frame.screen.shape == (210, 160, 3)
     with pytest.raises(GameError, match="6 actions; .* has 4 outputs"):
         InsensWrapper(make_env("PongNoFrameskip-v4"), load_agent(path, env="BreakoutNoFrameskip-v4"))
+
+
+def test_train_another_game_sizes_rlnet_from_its_actions(tmp_path):
+    run = tmp_path / "run"
+    tiny = ["--n-envs", "2", "--n-steps", "32", "--batch-size", "32", "--checkpoint-every", "64",
+            "--total-steps", "10000", "--dummy-envs", "--stop-at", "64"]
+    result = CliRunner().invoke(cli, ["train", "--out-dir", str(run), "--env", "ALE/Breakout-v5", *tiny])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["env_settings"]["env_id"] == "ALE/Breakout-v5" and config["env_settings"]["preprocessing"]
+    assert PPO.load(run / "resume.zip", device="cpu").action_space.n == 4
+    again = CliRunner().invoke(cli, ["train", "--out-dir", str(run), "--env", "ALE/Pong-v5", "--resume",
+                                     *tiny])
+    assert again.exit_code == 2 and "plays ALE/Breakout-v5" in again.output
