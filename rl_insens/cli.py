@@ -10,7 +10,7 @@ import click
 
 from .attribution import METHODS
 from .engine import UnsupportedModelError
-from .faithfulness import FRACTION, SIGMA
+from .faithfulness import CHECKS, FRACTION, SIGMA
 
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
@@ -268,6 +268,9 @@ def view(run_dir, host, port):
 @click.option("--frames", default=200, show_default=True, help="Frames sampled from the agent's own play.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
+@click.option("--checks", default=",".join(CHECKS), show_default=True,
+              help="Comma-separated; objects and interventions need a game with an object table "
+              "(Pong, Breakout).")
 @click.option("--fraction", default=FRACTION, show_default=True, help="Share of inputs that get noise.")
 @click.option("--sigma", default=SIGMA, show_default=True, help="Standard deviation of that noise.")
 @click.option("--closed-loop-episodes", default=0, show_default=True,
@@ -275,26 +278,31 @@ def view(run_dir, host, port):
 @click.option("--closed-loop-steps", default=1000, show_default=True, help="Agent steps per such episode.")
 @where_tasks_run
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("faithfulness"), show_default=True)
-def faithfulness(agent_path, env_id, frames, seed, methods, fraction, sigma, closed_loop_episodes,
+def faithfulness(agent_path, env_id, frames, seed, methods, checks, fraction, sigma, closed_loop_episodes,
                  closed_loop_steps, workers, backend, address, out_dir):
     """Measure how faithfully each attribution method shows what the policy relies on."""
+    import time
+
     from . import faithfulness as f
     from .wrapper import check_methods
 
     agent = load_agent_or_fail(agent_path, env_id)
     try:
         chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()])
-    except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
+        checks = f.check_checks([c.strip() for c in checks.split(",") if c.strip()])
+    except USER_ERRORS as error:
         fail(str(error))
-    x = f.sample_frames(agent, frames, seed)
+    start = time.perf_counter()
+    x = f.sample_frames(agent, frames, seed, interventions="interventions" in checks)
     try:
         report = f.run_faithfulness(agent_path, x, chosen, closed_loop_episodes, closed_loop_steps, seed,
-                                    fraction, sigma, workers, backend, address, env=env_id)
+                                    fraction, sigma, workers, backend, address, env=env_id, checks=checks)
     except ImportError as error:
         fail(str(error))
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"agent": agent_path, "environment": agent.game.as_dict(), "frames": frames, "seed": seed,
-            "fraction": fraction, "sigma": sigma,
+            "checks": list(checks), "fraction": fraction, "sigma": sigma, "workers": workers,
+            "seconds": round(time.perf_counter() - start, 1),
             "closed_loop_episodes": closed_loop_episodes, "closed_loop_steps": closed_loop_steps}
     table = f.markdown_table(report["methods"], report["closed_loop"], closed_loop_steps)
     for name, text in (("faithfulness.json", json.dumps({"meta": meta, **report}, indent=2)),
@@ -302,8 +310,9 @@ def faithfulness(agent_path, env_id, frames, seed, methods, fraction, sigma, clo
         (out_dir / f"{name}.tmp").write_text(text)
         (out_dir / f"{name}.tmp").replace(out_dir / name)
     f.plot_curves(report["methods"], out_dir / "faithfulness.png")
+    f.plot_cascading(report["methods"], out_dir / "cascading.png")
     click.echo(table)
-    click.echo(f"wrote {out_dir}/faithfulness.{{json,md,png}}")
+    click.echo(f"wrote {out_dir}/faithfulness.{{json,md,png}} (in {meta['seconds']:.0f} s)")
 
 
 @main.command()
