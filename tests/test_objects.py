@@ -31,7 +31,7 @@ def test_ram_boxes_hold_the_objects_pixels(game):
     env.close()
     for name in seen:
         assert seen[name] > 100, f"{name} seldom visible ({seen[name]} frames)"
-        assert inside[name] / seen[name] > 0.97, f"{name}: {inside[name]} of {seen[name]} frames inside its box"
+        assert inside[name] / seen[name] > 0.97, f"{name}: {inside[name]} of {seen[name]} frames in its box"
 
 
 def test_observation_mask_keeps_small_objects():
