@@ -93,7 +93,8 @@ class Inspection:
 
     @property
     def action_probs(self) -> np.ndarray:
-        return torch.softmax(torch.as_tensor(self.logits), 0).numpy()
+        """As the agent's greedy play gives them (see :meth:`Agent.action_probs`)."""
+        return self.agent.action_probs(torch.as_tensor(self.logits)[None])[0].numpy()
 
     @property
     def action(self) -> int:
