@@ -234,15 +234,10 @@ def action_meanings(n_actions: int) -> list[str]:
 
 
 def _load_sb3_zip(path: Path) -> Agent:
-    import zipfile
+    from .sb3_zip import read_sb3_zip
 
-    from stable_baselines3.common.save_util import load_from_zip_file
-
-    try:
-        data, params, _ = load_from_zip_file(path, device="cpu")
-    except (zipfile.BadZipFile, KeyError, EOFError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{path} is not a readable stable-baselines3 agent: {error}") from None
-    if data is None or "policy_class" not in data:
+    data, params = read_sb3_zip(path)
+    if "policy_class" not in data or "policy" not in params:
         raise ValueError(f"{path} holds no stable-baselines3 policy")
     space = data["observation_space"]
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 3:

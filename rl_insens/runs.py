@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -180,7 +181,7 @@ def load_agent(run_dir: str | Path) -> Agent:
     except RunError:
         raise
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile,
-            json.JSONDecodeError) as error:
+            pickle.UnpicklingError) as error:
         raise RunError(f"cannot read the agent recorded in {run_dir} ({type(error).__name__}: "
                        f"{str(error).splitlines()[0] if str(error) else ''})") from None
 
