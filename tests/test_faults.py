@@ -128,3 +128,80 @@ def test_viewer_answers_only_its_own_host_names(run_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ----- 2. resumes never mix runs; agents are saved whole or not at all ------------------------------
+@pytest.fixture(scope="module")
+def agent_dir(tmp_path_factory):
+    from stable_baselines3 import PPO
+    from test_agents import FakeAtari
+
+    from rl_insens.agents import RLNetExtractor, save_agent
+
+    model = PPO("CnnPolicy", FakeAtari(18), n_steps=16, seed=0,
+                policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[]))
+    return save_agent(model.policy, tmp_path_factory.mktemp("agent") / "tiny", {}), model
+
+
+def test_resume_refuses_other_settings(agent_dir, tmp_path):
+    from rl_insens.evaluate import Task, run_tasks
+
+    path, _ = agent_dir
+    agent = tmp_path / "agent"
+    shutil.copytree(path, agent)
+    tasks = [Task(str(agent), 0, e) for e in range(2)]
+    results = tmp_path / "e.jsonl"
+    run_tasks(tasks[:1], results, max_steps=3, progress=False)
+    with pytest.raises(ValueError, match="--max-steps 3, not 4"):
+        run_tasks(tasks, results, resume=True, max_steps=4, progress=False)
+    card = json.loads((agent / "card.json").read_text())
+    (agent / "card.json").write_text(json.dumps({**card, "environment": {"noop_max": 0}}))
+    with pytest.raises(ValueError, match="noop_max"):
+        run_tasks(tasks, results, resume=True, max_steps=3, progress=False)
+    (agent / "card.json").write_text(json.dumps(card))
+    weights = agent / card["weights_file"]
+    state = torch.load(weights, weights_only=True)
+    state["rlnet"]["out.bias"] += 1
+    torch.save(state, weights)
+    (agent / "card.json").write_text(json.dumps({**card, "weights_sha256": ri.agents.sha256_of(weights)}))
+    with pytest.raises(ValueError, match="has changed"):
+        run_tasks(tasks, results, resume=True, max_steps=3, progress=False)
+    assert len(results.read_text().splitlines()) == 1  # nothing was added to the old run
+
+
+def test_save_agent_is_whole_or_not_at_all(agent_dir, tmp_path, monkeypatch):
+    from rl_insens.agents import load_agent, save_agent
+
+    path, model = agent_dir
+    agent = tmp_path / "agent"
+    shutil.copytree(path, agent)
+    before = load_agent(agent).network.state_dict()
+    with torch.no_grad():
+        model.policy.action_net.bias += 1
+    try:
+        monkeypatch.setattr(ri.agents, "write_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):  # the crash comes between the weights and the card
+            save_agent(model.policy, agent, {})
+        kept = load_agent(agent).network.state_dict()
+        assert all(torch.equal(kept[k], before[k]) for k in before)
+        monkeypatch.undo()
+        save_agent(model.policy, agent, {})
+        assert torch.equal(load_agent(agent).network.state_dict()["out.bias"], before["out.bias"] + 1)
+        assert len(list(agent.glob("policy*.pt"))) == 1  # the replaced weights are gone
+    finally:
+        with torch.no_grad():
+            model.policy.action_net.bias -= 1
+
+
+def test_corrupt_weights_without_checksum_get_one_line(agent_dir, tmp_path):
+    from rl_insens.agents import load_agent
+
+    path, _ = agent_dir
+    agent = tmp_path / "agent"
+    shutil.copytree(path, agent)
+    card = json.loads((agent / "card.json").read_text())
+    del card["weights_sha256"]
+    (agent / "card.json").write_text(json.dumps(card))
+    (agent / card["weights_file"]).write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match="holds no readable rl-insens weights"):
+        load_agent(agent)
