@@ -11,6 +11,7 @@ import click
 from .attribution import METHODS
 from .engine import UnsupportedModelError
 from .faithfulness import FRACTION, SIGMA
+from .files import write_json, write_text
 
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
@@ -153,9 +154,7 @@ def evaluate(agents, episodes, seeds, workers, backend, address, max_steps, json
     except (FileExistsError, ImportError) as error:
         fail(str(error))
     report = {"agents": aggregate(results), "episodes": results}
-    tmp = json_out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(json_out)
+    write_json(json_out, report)
     if csv_out:
         with open(csv_out, "w", newline="") as f:
             writer = csv.writer(f)
@@ -257,10 +256,8 @@ def faithfulness(agent_path, frames, seed, methods, fraction, sigma, closed_loop
     meta = {"agent": agent_path, "frames": frames, "seed": seed, "fraction": fraction, "sigma": sigma,
             "closed_loop_episodes": closed_loop_episodes, "closed_loop_steps": closed_loop_steps}
     table = f.markdown_table(report["methods"], report["closed_loop"], closed_loop_steps)
-    for name, text in (("faithfulness.json", json.dumps({"meta": meta, **report}, indent=2)),
-                       ("faithfulness.md", table)):
-        (out_dir / f"{name}.tmp").write_text(text)
-        (out_dir / f"{name}.tmp").replace(out_dir / name)
+    write_json(out_dir / "faithfulness.json", {"meta": meta, **report})
+    write_text(out_dir / "faithfulness.md", table)
     f.plot_curves(report["methods"], out_dir / "faithfulness.png")
     click.echo(table)
     click.echo(f"wrote {out_dir}/faithfulness.{{json,md,png}}")

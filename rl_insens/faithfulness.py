@@ -18,6 +18,7 @@ closed-loop episode), run here, in a process pool or on Ray by ``parallel.run_un
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from .attribution import attribute
+from .files import atomic_path
 from .parallel import run_unordered
 
 FRACTION = 0.5
@@ -100,12 +102,22 @@ def deletion_insertion(network: nn.Module, x: torch.Tensor, maps: torch.Tensor, 
 
 
 def randomised_copy(network: nn.Module, layers: int = 2, seed: int = 0) -> nn.Module:
-    """A copy with its top ``layers`` conv/linear layers re-initialised (cascading randomisation)."""
-    torch.manual_seed(seed)
+    """A copy with its top ``layers`` conv/linear layers re-initialised (cascading randomisation).
+
+    PyTorch's default initialisation, drawn from a generator of its own: the caller's random
+    state is left alone.
+    """
+    generator = torch.Generator().manual_seed(seed)
     model = copy.deepcopy(network)
     affine = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    for module in affine[-layers:]:
-        module.reset_parameters()
+    with torch.no_grad():
+        for module in affine[-layers:]:
+            weight = torch.empty(module.weight.shape)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+            module.weight.copy_(weight)
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.weight[0].numel())
+                module.bias.copy_(torch.empty(module.bias.shape).uniform_(-bound, bound, generator=generator))
     return model
 
 
@@ -291,7 +303,8 @@ def plot_curves(report: dict, path) -> None:
         ax.grid(alpha=0.3)
     axes[1].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
