@@ -22,12 +22,28 @@ DEFAULT_METHODS = tuple(METHODS)
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``; a ``ValueError`` for a
+    device this machine does not have."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: there is no CUDA device here; use cpu")
+        if chosen.index is not None and chosen.index >= count:
+            raise ValueError(f"device {device!r}: there are only {count} CUDA device(s) here (cuda:0..)")
+    elif chosen.type != "cpu":
+        raise ValueError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return chosen
 
 
 def check_methods(methods) -> tuple[str, ...]:
+    if not methods:
+        raise ValueError(f"no attribution method given; choose from {sorted(METHODS)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown attribution method(s) {unknown}; choose from {sorted(METHODS)}")

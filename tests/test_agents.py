@@ -97,7 +97,8 @@ def test_rl_insens_agent_directory_round_trip(tmp_path):
     with torch.no_grad():
         value = model.policy.predict_values(tensor)
         assert torch.allclose(agent.value_network(agent.preprocess(obs)), value, atol=1e-5)
-    assert agent.card["weights_sha256"] == ri.agents.sha256_of(tmp_path / "agent" / agent.card["weights_file"])
+    weights = tmp_path / "agent" / agent.card["weights_file"]
+    assert agent.card["weights_sha256"] == ri.agents.sha256_of(weights)
     assert agent.action_meanings[:3] == ["NOOP", "FIRE", "UP"]
 
 

@@ -7,6 +7,7 @@ import threading
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from nets_for_tests import TEST_NETS, build
@@ -205,3 +206,88 @@ def test_corrupt_weights_without_checksum_get_one_line(agent_dir, tmp_path):
     (agent / card["weights_file"]).write_bytes(b"garbage" * 10)
     with pytest.raises(ValueError, match="holds no readable rl-insens weights"):
         load_agent(agent)
+
+
+# ----- 3. ordinary mistakes get one line, before any work ----------------------------------------------
+def cli(*args):
+    from click.testing import CliRunner
+
+    from rl_insens.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(result, *mentions) -> None:
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    for mention in mentions:
+        assert mention in result.output, result.output
+
+
+@pytest.mark.parametrize("option,value", [("--max-steps", 0), ("--max-steps", -1), ("--episodes", 0),
+                                          ("--workers", 0), ("--workers", -3)])
+def test_evaluate_refuses_counts_below_one(agent_dir, tmp_path, option, value):
+    result = cli("evaluate", "--agent", agent_dir[0], option, value, "--json", tmp_path / "e.json")
+    one_line_error(result, option)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:7", "cuda"])
+def test_record_refuses_devices_this_machine_lacks(agent_dir, tmp_path, device):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = cli("record", "--agent", agent_dir[0], "--device", device, "--out", tmp_path / "v.mp4")
+    one_line_error(result, device)
+    assert not list(tmp_path.iterdir())
+
+
+def test_record_checks_outputs_before_any_work(agent_dir, tmp_path):
+    (tmp_path / "file").write_text("")
+    one_line_error(cli("record", "--agent", agent_dir[0], "--out", tmp_path / "file" / "v.mp4"), "is a file")
+    (tmp_path / "dir.mp4").mkdir()
+    one_line_error(cli("record", "--agent", agent_dir[0], "--out", tmp_path / "dir.mp4"),
+                   "existing directory")
+    one_line_error(cli("record", "--agent", agent_dir[0], "--methods", ",", "--out", tmp_path / "v.mp4"),
+                   "no attribution method")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.mp4", "file"]
+    assert not list((tmp_path / "dir.mp4").iterdir())
+
+
+def test_view_port_busy_or_invalid(tmp_path):
+    import socket
+
+    one_line_error(cli("view", tmp_path, "--port", 70000), "--port")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        one_line_error(cli("view", tmp_path, "--port", busy.getsockname()[1]), "cannot serve")
+
+
+def test_view_names_a_truncated_or_missing_file(run_dir, tmp_path):
+    run = copy_run(run_dir, tmp_path)
+    steps = run / runs.STEPS_FILE
+    steps.write_bytes(steps.read_bytes()[:200])
+    with pytest.raises(RunError, match="steps.npz is damaged or cut short"):
+        RunData(run)
+    shutil.rmtree(run)
+    run = copy_run(run_dir, tmp_path)
+    (run / runs.CHUNKS / runs.chunk_name(1)).unlink()
+    with pytest.raises(RunError, match="chunk_00001.npz is missing"):
+        RunData(run)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_bench_names_an_unreadable_gz_and_leaves_no_folder(tmp_path, damage):
+    import gzip
+
+    data = tmp_path / "mnist"
+    data.mkdir()
+    from rl_insens.bench.data import MNIST_FILES
+
+    for name in MNIST_FILES:
+        content = gzip.compress(b"\0" * 5000)
+        content = content[:len(content) // 2] if damage == "truncated" else np.random.default_rng(0).bytes(99)
+        (data / f"{name}.gz").write_bytes(content)
+    result = cli("bench", "mnist", "--data-dir", data, "--results", tmp_path / "results")
+    one_line_error(result, "train-images-idx3-ubyte.gz")
+    assert not (tmp_path / "results").exists()
