@@ -291,3 +291,95 @@ def test_bench_names_an_unreadable_gz_and_leaves_no_folder(tmp_path, damage):
     result = cli("bench", "mnist", "--data-dir", data, "--results", tmp_path / "results")
     one_line_error(result, "train-images-idx3-ubyte.gz")
     assert not (tmp_path / "results").exists()
+
+
+# ----- 4. Ctrl-C during record ---------------------------------------------------------------------------
+def recorded_frames(result) -> tuple[int, np.ndarray]:
+    import imageio.v3 as iio
+
+    t = np.load(result.run_dir / runs.STEPS_FILE)["t"]
+    return len(list(iio.imiter(result.video))), t
+
+
+def test_first_ctrl_c_stops_within_a_second_and_keeps_the_frames(tmp_path, monkeypatch):
+    import os
+    import signal
+    import time
+
+    import rl_insens.wrapper
+
+    real = rl_insens.wrapper.attribute
+
+    def slow_attribute(model, x, method, target=None):
+        time.sleep(0.06 * len(x))  # a chunk of 16 frames and 2 methods takes 2 s
+        return real(model, x, method, target=target)
+
+    monkeypatch.setattr(rl_insens.wrapper, "attribute", slow_attribute)
+    sent = []
+
+    def interrupt():  # once the first chunk is saved, during the second one's attribution
+        while not (tmp_path / "v.run" / runs.STEPS_FILE).exists():
+            time.sleep(0.05)
+        time.sleep(0.5)
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    result = record(tiny_agent(), tmp_path / "v.mp4", max_steps=200, methods=("gradient", "lrp_epsilon"),
+                    batch=16, progress=False)
+    assert sent and time.perf_counter() - sent[0] < 1.0
+    assert result.interrupted and result.steps > 0
+    frames, t = recorded_frames(result)
+    assert frames == result.steps == len(t) == len(set(t.tolist()))
+    assert result.contact_sheet.exists()
+    assert not json.loads((result.run_dir / runs.META_FILE).read_text())["complete"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+
+def test_ctrl_c_while_the_files_are_finalised_is_ignored(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import rl_insens.record
+
+    real = rl_insens.record.write_contact_sheet
+
+    def interrupted_twice(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rl_insens.record, "write_contact_sheet", interrupted_twice)
+    result = record(tiny_agent(), tmp_path / "v.mp4", max_steps=3, methods=("gradient",), batch=2,
+                    progress=False)
+    assert result.contact_sheet.exists() and recorded_frames(result)[0] == 3
+    assert json.loads((result.run_dir / runs.META_FILE).read_text())["complete"]
+
+
+def test_interruption_inside_a_chunk_never_duplicates_frames(tmp_path, monkeypatch):
+    import rl_insens.record
+
+    calls = {"n": 0}
+    real = rl_insens.record.render.side_by_side
+
+    def interrupt_fourth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the second frame of the second chunk
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rl_insens.record.render, "side_by_side", interrupt_fourth)
+    result = record(tiny_agent(), tmp_path / "v.mp4", max_steps=10, methods=("gradient",), batch=2,
+                    progress=False)
+    frames, t = recorded_frames(result)
+    assert result.interrupted and frames == len(t) == 2 and t.tolist() == [0, 1]
+
+
+def test_record_replaces_an_earlier_run_whole(tmp_path):
+    first = record(tiny_agent(), tmp_path / "v.mp4", max_steps=4, methods=("gradient",), batch=2,
+                   progress=False)
+    second = record(tiny_agent(), tmp_path / "v.mp4", max_steps=2, methods=("gradient",), batch=2,
+                    progress=False)
+    assert first.run_dir == second.run_dir
+    assert sorted(p.name for p in (second.run_dir / runs.CHUNKS).iterdir()) == [runs.chunk_name(0)]
+    assert RunData(second.run_dir).n == 2
