@@ -383,3 +383,133 @@ def test_record_replaces_an_earlier_run_whole(tmp_path):
     assert first.run_dir == second.run_dir
     assert sorted(p.name for p in (second.run_dir / runs.CHUNKS).iterdir()) == [runs.chunk_name(0)]
     assert RunData(second.run_dir).n == 2
+
+
+# ----- 5. API edge cases ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("call", ["insens", "neuron_state", "stability_margin", "attribute"])
+def test_empty_batch_is_a_clear_value_error(call):
+    from nets_for_tests import mlp
+
+    model, x = mlp().eval(), torch.zeros(0, 3, 2, 2)
+    with pytest.raises(ValueError, match="batch is empty"):
+        if call == "attribute":
+            ri.attribute(model, x, "gradient")
+        else:
+            getattr(ri.engine, call)(model, x)
+
+
+def test_neurons_must_be_integers_or_a_mask():
+    from nets_for_tests import mlp
+
+    model, x = mlp().eval(), torch.rand(3, 2, 2)
+    with pytest.raises(ValueError, match="integer indices or a boolean mask"):
+        ri.switched_projection(model, x, "1", neurons=[1.5])
+    mask = torch.zeros(16, dtype=torch.bool)
+    mask[[3, 7]] = True
+    assert ri.switched_projection(model, x, "1", neurons=mask).neurons.tolist() == [3, 7]
+    with pytest.raises(ValueError, match="16 entries"):
+        ri.switched_projection(model, x, "1", neurons=[True, False])
+
+
+def test_out_of_range_target_is_a_value_error():
+    from nets_for_tests import mlp
+
+    model, x = mlp().eval(), torch.rand(2, 3, 2, 2)
+    for target in (2, -1, [0, 5]):
+        with pytest.raises(ValueError, match=r"target must lie in 0\.\.1"):
+            ri.attribute(model, x, "gradient", target=target)
+    with pytest.raises(ValueError, match="one per sample"):
+        ri.attribute(model, x, "gradient", target=[0, 1, 0])
+
+
+def test_act_takes_one_finite_observation():
+    agent = tiny_agent()
+    frame = np.zeros((4, 84, 84), np.float32)
+    with pytest.raises(ValueError, match="one observation"):
+        agent.act(np.zeros((2, 4, 84, 84), np.uint8))
+    frame[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        agent.act(frame)
+
+
+def test_inspector_and_wrapper_agree_on_action_probabilities():
+    from rl_insens.inspector import Inspection
+    from rl_insens.wrapper import inspect_frames
+
+    obs = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
+    for kind in ("actor-critic", "q-values"):
+        agent = tiny_agent(kind=kind)
+        wrapped = inspect_frames(agent, obs[None], ("gradient",), [False])[0].action_probs
+        inspected = Inspection(agent, obs, None, ("gradient",)).action_probs
+        np.testing.assert_allclose(wrapped, inspected, atol=1e-6)
+    assert sorted(inspected.tolist())[-2:] == [0.0, 1.0]  # greedy on Q-values: all on one action
+
+
+def test_randomised_copy_leaves_the_global_random_state_alone():
+    from rl_insens.faithfulness import randomised_copy
+
+    net = ri.RLNet()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    copy = randomised_copy(net, seed=1)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(copy.out.weight, randomised_copy(net, seed=1).out.weight)
+    assert not torch.equal(copy.out.weight, net.out.weight)
+    assert torch.equal(copy.conv3.weight, net.conv3.weight)
+
+
+# ----- 6. processes -------------------------------------------------------------------------------------
+def test_a_failed_task_stops_the_pool_at_once(tmp_path):
+    import os
+    import time
+
+    from workers_for_tests import fail_first_sleep_others
+
+    from rl_insens.parallel import run_unordered
+
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="task 0 failed"):
+        list(run_unordered(fail_first_sleep_others, [(i, str(tmp_path)) for i in range(6)], workers=2))
+    assert time.perf_counter() - start < 20  # the other tasks would take 30 s each
+    for pid in [int(p.stem) for p in tmp_path.glob("*.pid")]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # no worker is left running
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        f"import sys; sys.path[:0] = {sys.path!r}\n"
+        "from workers_for_tests import fail_first_sleep_others\n"
+        "from rl_insens.parallel import run_unordered\n"
+        f"items = [(i, {str(tmp_path)!r}) for i in (1, 2)]\n"
+        "list(run_unordered(fail_first_sleep_others, items, workers=2))\n")])
+    try:
+        deadline = time.time() + 60
+        while len(list(tmp_path.glob("*.pid"))) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.stem) for p in tmp_path.glob("*.pid")]
+        assert len(workers) == 2
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+        except (FileNotFoundError, IndexError):
+            return False
+
+    deadline = time.time() + 5
+    while any(running(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in workers if running(pid)]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
