@@ -15,32 +15,51 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .agents import Agent, load_agent, make_pong_env
+from .agents import Agent, PongSettings, load_agent, make_pong_env
 from .attribution import attribute
 from .engine import SwitchedProjection, insens, neuron_state, stability_margin, switched_projection
 from .wrapper import DEFAULT_METHODS, check_methods, resolve_device
 
-
 # ----- the environment's state, so that going back restores it exactly ------------------------
+STATELESS_WRAPPERS = (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker)
+"""Wrappers whose behaviour after a reset depends on nothing that changes from step to step."""
+
+
 def _wrappers(env: gym.Env):
-    while True:
+    while isinstance(env, gym.Wrapper):
         yield env
-        if not hasattr(env, "env"):
-            return
         env = env.env
 
 
+def check_restorable(env: gym.Env) -> None:
+    """Refuse, by name, an environment whose state the Inspector could not put back exactly.
+
+    It knows the emulator (``ale.cloneState``/``restoreState``) and the frames kept by
+    ``AtariPreprocessing`` and ``FrameStackObservation``; it keeps time itself, so a
+    ``TimeLimit`` (whose step count Gymnasium keeps private) is refused too.
+    """
+    if not hasattr(env.unwrapped, "ale"):
+        raise ValueError(f"the Inspector needs an ALE (Atari) environment, "
+                         f"got {type(env.unwrapped).__name__}")
+    for wrapper in _wrappers(env):
+        if isinstance(wrapper, gym.wrappers.TimeLimit):
+            raise ValueError("the Inspector counts the steps itself: make the environment without a "
+                             "TimeLimit (max_episode_steps=None) and pass max_steps= to the Inspector")
+        if not isinstance(wrapper, (gym.wrappers.AtariPreprocessing, gym.wrappers.FrameStackObservation,
+                                    *STATELESS_WRAPPERS)):
+            raise ValueError(f"the Inspector cannot go back in an environment wrapped in "
+                             f"{type(wrapper).__name__}: it does not know what state that wrapper keeps")
+
+
 def capture(env: gym.Env) -> dict:
-    """Everything that decides the next observations: the emulator and the wrappers' buffers."""
+    """Everything that decides the next observations: the emulator and the wrappers' frames."""
     state = {"ale": env.unwrapped.ale.cloneState(include_rng=True)}
     for wrapper in _wrappers(env):
         if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-            state["frames"] = copy.deepcopy(wrapper.obs_queue)
+            state["frames"] = [frame.copy() for frame in wrapper.obs_queue]
         elif isinstance(wrapper, gym.wrappers.AtariPreprocessing):
             state["buffers"] = [b.copy() for b in wrapper.obs_buffer]
             state["lives"], state["game_over"] = wrapper.lives, wrapper.game_over
-        elif isinstance(wrapper, gym.wrappers.TimeLimit):
-            state["elapsed"] = wrapper._elapsed_steps
     return state
 
 
@@ -48,13 +67,12 @@ def restore(env: gym.Env, state: dict) -> None:
     env.unwrapped.ale.restoreState(state["ale"])
     for wrapper in _wrappers(env):
         if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-            wrapper.obs_queue = copy.deepcopy(state["frames"])
+            wrapper.obs_queue.clear()
+            wrapper.obs_queue.extend(frame.copy() for frame in state["frames"])
         elif isinstance(wrapper, gym.wrappers.AtariPreprocessing):
             for buffer, saved in zip(wrapper.obs_buffer, state["buffers"], strict=True):
                 buffer[...] = saved
             wrapper.lives, wrapper.game_over = state["lives"], state["game_over"]
-        elif isinstance(wrapper, gym.wrappers.TimeLimit):
-            wrapper._elapsed_steps = state["elapsed"]
 
 
 @dataclass
@@ -184,15 +202,21 @@ class Inspector:
     """
 
     def __init__(self, agent: Agent | str, env: gym.Env | None = None, seed: int = 0,
-                 methods=DEFAULT_METHODS, device: str = "auto", make_env=None) -> None:
+                 methods=DEFAULT_METHODS, device: str = "auto", make_env=None,
+                 max_steps: int | None = None) -> None:
         self.agent = (load_agent(agent) if isinstance(agent, str) else agent).to(resolve_device(device))
         self.methods = check_methods(methods)
+        settings = {**PongSettings().as_dict(), **self.agent.env_settings}
+        self.max_steps = settings["max_episode_steps"] if max_steps is None else max_steps
+        """Agent steps after which an episode ends (truncated), as the agent's time limit has it."""
         if make_env is None and env is None:
             def make_env():
-                return make_pong_env(render_mode="rgb_array", **self.agent.env_settings)
+                return make_pong_env(render_mode="rgb_array",
+                                     **{**self.agent.env_settings, "max_episode_steps": None})
 
         self.make_env = make_env
         env = make_env() if env is None else env
+        check_restorable(env)
         if tuple(env.observation_space.shape) != self.agent.observation_shape:
             raise ValueError(f"the environment's observations have shape {env.observation_space.shape}; "
                              f"the agent's network takes {self.agent.observation_shape}")
@@ -238,9 +262,10 @@ class Inspector:
                 restore(self.env, self.frame.env_state)
             observation, reward, terminated, truncated, _ = self.env.step(chosen)
             self.frame.action = chosen
+            out_of_time = self.max_steps is not None and self.t + 1 >= self.max_steps
             self.history.append(Snapshot(observation, self.env.render(), capture(self.env),
-                                         self.frame.score + float(reward), terminated or truncated,
-                                         float(reward)))
+                                         self.frame.score + float(reward),
+                                         terminated or truncated or out_of_time, float(reward)))
             self.t += 1
             self._live = self.t
         return self.inspection()

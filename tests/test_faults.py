@@ -513,3 +513,25 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive
+
+
+# ----- 7. the Inspector goes back only where it can do so exactly --------------------------------------
+def test_inspector_refuses_wrappers_it_cannot_restore():
+    import gymnasium as gym
+
+    agent = tiny_agent()
+    counting = gym.wrappers.RecordEpisodeStatistics(ri.make_pong_env(max_episode_steps=None))
+    with pytest.raises(ValueError, match="RecordEpisodeStatistics"):
+        ri.Inspector(agent, env=counting, methods=("gradient",))
+    with pytest.raises(ValueError, match="TimeLimit"):
+        ri.Inspector(agent, env=ri.make_pong_env(), methods=("gradient",))
+
+
+def test_inspector_keeps_the_agents_time_limit():
+    agent = tiny_agent()
+    agent.card = {"environment": {"max_episode_steps": 3}}
+    ins = ri.Inspector(agent, seed=0, methods=("gradient",))
+    ins.step(10)
+    assert ins.t == 3 and ins.done
+    ins.back(2)
+    assert not ins.done
