@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .agents import Agent, PongSettings, load_agent, make_pong_env
 from .engine import neuron_state
 from .files import write_text
-from .parallel import run_unordered
+from .parallel import check_backend, run_unordered
 
 T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
@@ -254,6 +254,7 @@ def run_tasks(tasks: Iterable[Task], results_path: Path, workers: int = 1, resum
     ``backend``/``address``/``workers`` choose where episodes run (see ``parallel.run_unordered``).
     """
     tasks = list(tasks)
+    check_backend(backend)
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     if results_path.exists() and not resume:

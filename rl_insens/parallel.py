@@ -15,6 +15,11 @@ from typing import Any
 BACKENDS = ("process", "ray")
 
 
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
 def run_unordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, backend: str = "process",
                   address: str | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(index, fn(items[index]))`` as each task finishes.
@@ -26,8 +31,7 @@ def run_unordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int =
     The first task to fail raises here at once and the others are cancelled; so does an
     interruption. Worker processes never outlive this call, nor a killed parent.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if backend == "ray":
         yield from _run_ray(fn, items, workers, address)
     elif workers <= 1:
