@@ -220,5 +220,6 @@ def read_meta(run_dir: Path) -> dict:
         raise RunError(f"{run_dir} is not a run directory: it has no {META_FILE}; "
                        "record one with `rl-insens record`") from None
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-        raise RunError(f"{path} is damaged ({type(error).__name__}: {error})") from None
+        raise RunError(f"{run_dir} is not a readable run directory: its {META_FILE} is damaged "
+                       f"({type(error).__name__}: {error})") from None
     return meta
