@@ -104,9 +104,16 @@ def attribute(
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose from {sorted(METHODS)}")
     checked_chain(model, x, batched=True)  # the same model and input checks for every method
-    if target is None:
-        with torch.no_grad():
+    with torch.no_grad():
+        n_outputs = model(x[:1]).shape[1]
+        if target is None:
             target = model(x).argmax(1)
-    target = torch.as_tensor(target, device=x.device).long().expand(x.shape[0]).clone()
+    target = torch.as_tensor(target, device=x.device)
+    if target.is_floating_point() or target.dim() > 1 or target.numel() not in (1, x.shape[0]):
+        raise ValueError(f"target must be one output index or one per sample ({x.shape[0]}), "
+                         f"got {target.dtype} of shape {list(target.shape)}")
+    target = target.long().expand(x.shape[0]).clone()
+    if target.min() < 0 or target.max() >= n_outputs:
+        raise ValueError(f"target must lie in 0..{n_outputs - 1}, the model's outputs; got {target.tolist()}")
     result = METHODS[method](model, x, target)
     return result.detach()

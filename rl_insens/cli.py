@@ -11,6 +11,7 @@ import click
 from .attribution import METHODS
 from .engine import UnsupportedModelError
 from .faithfulness import CHECKS, FRACTION, SIGMA
+from .files import atomic_path, check_writable_file, write_json, write_text
 
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
@@ -22,7 +23,8 @@ def where_tasks_run(command):
     command = click.option("--backend", type=click.Choice(["process", "ray"]), default="process",
                            show_default=True, help="process: local worker processes; ray: Ray tasks "
                            "(pip install 'rl-insens[ray]').")(command)
-    return click.option("--workers", default=1, show_default=True, help="Parallel workers.")(command)
+    return click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                        help="Parallel workers.")(command)
 
 
 def env_option(command):
@@ -162,12 +164,13 @@ def validate_checkpoint(train_dir, first_seed, episodes, max_steps, checkpoint):
 @main.command()
 @click.option("--agent", "agents", multiple=True, default=[str(DEFAULT_AGENT)], show_default=True,
               help="Agent directory or SB3 zip; repeat for several agents.")
-@click.option("--episodes", default=10, show_default=True, help="Episodes per agent and seed.")
+@click.option("--episodes", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Episodes per agent and seed.")
 @click.option("--seeds", "seeds", multiple=True, type=int, default=[0], show_default=True,
               help="Repeat for several seeds.")
 @env_option
 @where_tasks_run
-@click.option("--max-steps", type=int, default=None, help="Cap on agent steps per episode.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap on agent steps per episode.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=Path("evaluation.json"),
               show_default=True)
 @click.option("--csv", "csv_out", type=click.Path(path_type=Path), default=None)
@@ -184,16 +187,18 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
     tasks = [Task(a, s, e, env_id) for a in agents for s in seeds for e in range(episodes)]
     results_path = json_out.with_suffix(".episodes.jsonl")
     try:
+        for path in (json_out, results_path, *([csv_out] if csv_out else [])):
+            check_writable_file(path)
         results = run_tasks(tasks, results_path, workers=workers, resume=resume, max_steps=max_steps,
                             backend=backend, address=address)
-    except (FileExistsError, ImportError) as error:
+    except (FileExistsError, ImportError, ValueError) as error:
         fail(str(error))
+    except KeyboardInterrupt:
+        fail(f"interrupted; the finished episodes are in {results_path}, continue with --resume")
     report = {"agents": aggregate(results), "episodes": results}
-    tmp = json_out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(json_out)
+    write_json(json_out, report)
     if csv_out:
-        with open(csv_out, "w", newline="") as f:
+        with atomic_path(csv_out) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["agent", "seed", "episode", "env_seed", "return", "length", "seconds"])
             for r in results:
@@ -206,14 +211,15 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
         if stats["unfinished_episodes"]:
             click.echo(f"  {stats['unfinished_episodes']} of them cut off by the step limit: their score "
                        "is the one at the cut (greedy play can fall into a rally that never ends)")
+    click.echo(f"wrote {json_out}" + (f" and {csv_out}" if csv_out else "") + f"; episodes in {results_path}")
 
 
 @main.command()
 @click.option("--agent", "agent_path", default=str(DEFAULT_AGENT), show_default=True,
               help="rl-insens agent directory, stable-baselines3 .zip or CleanRL .cleanrl_model")
 @env_option
-@click.option("--episodes", default=1, show_default=True)
-@click.option("--max-steps", type=int, default=None, help="Cap on agent steps per episode.")
+@click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap on agent steps per episode.")
 @click.option("--seed", default=0, show_default=True, help="Episode i resets with seed SEED + i.")
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
 @click.option("--every", default=1, show_default=True, help="Compute maps every K-th step.")
@@ -236,21 +242,28 @@ def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, o
                      device=device, layout=layout, batch=batch)
     except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
         fail(str(error))
+    if result.video is None:
+        click.echo("interrupted before the first frames were done; nothing was written", err=True)
+        sys.exit(130)
     click.echo(f"video: {result.video}\ncontact sheet: {result.contact_sheet}\nrun data: {result.run_dir}")
     if result.interrupted:
-        click.echo(f"interrupted after {result.steps} steps; the video holds the frames so far", err=True)
+        click.echo(f"interrupted after {result.steps} steps; the video, contact sheet and run data hold "
+                   "those frames", err=True)
         sys.exit(130)
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 def view(run_dir, host, port):
     """Serve a local web page over a run directory written by `rl-insens record`."""
     from .viewer import serve
 
-    server = serve(run_dir, host, port)
+    try:
+        server = serve(run_dir, host, port)
+    except OSError as error:
+        fail(f"cannot serve on {host}:{port}: {error.strerror or error}")
     if server.problem:
         click.echo(f"warning: {server.problem} (the page will say so)", err=True)
     click.echo(f"viewing {run_dir} at http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
@@ -305,10 +318,8 @@ def faithfulness(agent_path, env_id, frames, seed, methods, checks, fraction, si
             "seconds": round(time.perf_counter() - start, 1),
             "closed_loop_episodes": closed_loop_episodes, "closed_loop_steps": closed_loop_steps}
     table = f.markdown_table(report["methods"], report["closed_loop"], closed_loop_steps)
-    for name, text in (("faithfulness.json", json.dumps({"meta": meta, **report}, indent=2)),
-                       ("faithfulness.md", table)):
-        (out_dir / f"{name}.tmp").write_text(text)
-        (out_dir / f"{name}.tmp").replace(out_dir / name)
+    write_json(out_dir / "faithfulness.json", {"meta": meta, **report})
+    write_text(out_dir / "faithfulness.md", table)
     f.plot_curves(report["methods"], out_dir / "faithfulness.png")
     f.plot_cascading(report["methods"], out_dir / "cascading.png")
     click.echo(table)

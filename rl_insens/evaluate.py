@@ -8,6 +8,7 @@ run skips them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -27,7 +28,8 @@ from tqdm import tqdm
 
 from .agents import Agent, load_agent
 from .engine import neuron_state
-from .parallel import run_unordered
+from .files import write_text
+from .parallel import check_backend, run_unordered
 
 T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
@@ -194,6 +196,46 @@ def _play(task: Task, max_steps: int | None) -> dict:
 
 
 # ----- many tasks --------------------------------------------------------------------------------
+def agent_digest(path: str | Path) -> str:
+    """sha256 of what defines an agent: its zip, or its directory's card and weights."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
+def conditions(agent_path: str, env: str | None, max_steps: int | None) -> dict:
+    """Everything besides the seed that decides an episode of this agent: a resumed run
+    keeps earlier episodes only where these are the same."""
+    settings = load_agent(agent_path, env=env).game.as_dict()
+    return {"agent_sha256": agent_digest(agent_path), "environment": settings, "max_steps": max_steps}
+
+
+def _check_resumable(done: dict[str, dict], wanted: dict[str, dict], results_path: Path) -> None:
+    """Refuse to mix episodes played under other conditions, naming what differs."""
+    for record in done.values():
+        now = wanted.get((record["agent"], record.get("env")))
+        if now is None:
+            continue
+        before = record.get("conditions")
+        if before is None:
+            raise ValueError(f"{results_path} does not say how its episodes were played (an older "
+                             "rl-insens wrote it); remove it or write to another --json")
+        if before["max_steps"] != now["max_steps"]:
+            raise ValueError(f"{results_path} was played with --max-steps {before['max_steps']}, not "
+                             f"{now['max_steps']}; resume with the same option or write to another --json")
+        if before["environment"] != now["environment"]:
+            changed = sorted(k for k in {**before["environment"], **now["environment"]}
+                             if before["environment"].get(k) != now["environment"].get(k))
+            raise ValueError(f"the environment settings of {record['agent']} ({', '.join(changed)}) differ "
+                             f"from those {results_path} was played with; write to another --json")
+        if before["agent_sha256"] != now["agent_sha256"]:
+            raise ValueError(f"the agent at {record['agent']} has changed since {results_path} was "
+                             "written; write to another --json")
+
+
 def _read_done(results_path: Path) -> dict[str, dict]:
     done = {}
     if results_path.exists():
@@ -215,19 +257,24 @@ def run_tasks(tasks: Iterable[Task], results_path: Path, workers: int = 1, resum
     ``backend``/``address``/``workers`` choose where episodes run (see ``parallel.run_unordered``).
     """
     tasks = list(tasks)
+    check_backend(backend)
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     if results_path.exists() and not resume:
         raise FileExistsError(f"{results_path} exists: pass resume=True to continue it, or remove it")
+    wanted = {(agent, env): conditions(agent, env, max_steps)
+              for agent, env in dict.fromkeys((t.agent, t.env) for t in tasks)}
     done = _read_done(results_path)
+    _check_resumable(done, wanted, results_path)
     if done:  # drop any line cut short by the interruption before appending
-        tmp = results_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
-        os.replace(tmp, results_path)
+        write_text(results_path, "".join(json.dumps(r) + "\n" for r in done.values()))
     todo = [t for t in tasks if t.key not in done]
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), unit="episode", disable=not progress)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     with open(results_path, "a") as sink:
         play = partial(run_task, max_steps=max_steps)
         for _, record in run_unordered(play, todo, workers, backend, address):
+            record["conditions"] = wanted[record["agent"], record.get("env")]
             sink.write(json.dumps(record) + "\n")
             sink.flush()
             os.fsync(sink.fileno())

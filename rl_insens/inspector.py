@@ -23,25 +23,63 @@ from .wrapper import DEFAULT_METHODS, check_methods, resolve_device
 
 
 # ----- the environment's state, so that going back restores it exactly ------------------------
+def _stateless_wrappers() -> tuple[type, ...]:
+    """Wrappers whose behaviour depends on nothing that changes from step to step: gymnasium's
+    checks and reshaping, and SB3's and CleanRL's Atari wrappers but the life counter (their
+    frame-skip buffer is refilled within each step)."""
+    from stable_baselines3.common import atari_wrappers as sb3
+
+    from .envs import ResizeThenGray
+
+    return (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker, gym.wrappers.ReshapeObservation,
+            sb3.AtariWrapper, sb3.NoopResetEnv, sb3.MaxAndSkipEnv, sb3.FireResetEnv, sb3.WarpFrame,
+            sb3.ClipRewardEnv, ResizeThenGray)
+
+
+def _episodic_life():
+    from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
+
+    return EpisodicLifeEnv
+
+
 def _wrappers(env: gym.Env):
-    while True:
+    while isinstance(env, gym.Wrapper):
         yield env
-        if not hasattr(env, "env"):
-            return
         env = env.env
 
 
+def check_restorable(env: gym.Env) -> None:
+    """Refuse, by name, an environment whose state the Inspector could not put back exactly.
+
+    It knows the emulator (``ale.cloneState``/``restoreState``), the frames kept by
+    ``AtariPreprocessing`` and ``FrameStackObservation``, SB3's life counter, and the wrappers
+    that keep nothing (``_stateless_wrappers``); it keeps time itself, so a
+    ``TimeLimit`` (whose step count Gymnasium keeps private) is refused too.
+    """
+    if not hasattr(env.unwrapped, "ale"):
+        raise ValueError(f"the Inspector needs an ALE (Atari) environment, "
+                         f"got {type(env.unwrapped).__name__}")
+    for wrapper in _wrappers(env):
+        if isinstance(wrapper, gym.wrappers.TimeLimit):
+            raise ValueError("the Inspector counts the steps itself: make the environment without a "
+                             "TimeLimit (max_episode_steps=None) and pass max_steps= to the Inspector")
+        if not isinstance(wrapper, (gym.wrappers.AtariPreprocessing, gym.wrappers.FrameStackObservation,
+                                    _episodic_life(), *_stateless_wrappers())):
+            raise ValueError(f"the Inspector cannot go back in an environment wrapped in "
+                             f"{type(wrapper).__name__}: it does not know what state that wrapper keeps")
+
+
 def capture(env: gym.Env) -> dict:
-    """Everything that decides the next observations: the emulator and the wrappers' buffers."""
+    """Everything that decides the next observations: the emulator and the wrappers' frames."""
     state = {"ale": env.unwrapped.ale.cloneState(include_rng=True)}
     for wrapper in _wrappers(env):
         if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-            state["frames"] = copy.deepcopy(wrapper.obs_queue)
+            state["frames"] = [frame.copy() for frame in wrapper.obs_queue]
         elif isinstance(wrapper, gym.wrappers.AtariPreprocessing):
             state["buffers"] = [b.copy() for b in wrapper.obs_buffer]
             state["lives"], state["game_over"] = wrapper.lives, wrapper.game_over
-        elif isinstance(wrapper, gym.wrappers.TimeLimit):
-            state["elapsed"] = wrapper._elapsed_steps
+        elif isinstance(wrapper, _episodic_life()):
+            state["episodic_life"] = wrapper.lives, wrapper.was_real_done
     return state
 
 
@@ -49,13 +87,14 @@ def restore(env: gym.Env, state: dict) -> None:
     env.unwrapped.ale.restoreState(state["ale"])
     for wrapper in _wrappers(env):
         if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-            wrapper.obs_queue = copy.deepcopy(state["frames"])
+            wrapper.obs_queue.clear()
+            wrapper.obs_queue.extend(frame.copy() for frame in state["frames"])
         elif isinstance(wrapper, gym.wrappers.AtariPreprocessing):
             for buffer, saved in zip(wrapper.obs_buffer, state["buffers"], strict=True):
                 buffer[...] = saved
             wrapper.lives, wrapper.game_over = state["lives"], state["game_over"]
-        elif isinstance(wrapper, gym.wrappers.TimeLimit):
-            wrapper._elapsed_steps = state["elapsed"]
+        elif isinstance(wrapper, _episodic_life()):
+            wrapper.lives, wrapper.was_real_done = state["episodic_life"]
 
 
 @dataclass
@@ -94,7 +133,8 @@ class Inspection:
 
     @property
     def action_probs(self) -> np.ndarray:
-        return torch.softmax(torch.as_tensor(self.logits), 0).numpy()
+        """As the agent's greedy play gives them (see :meth:`Agent.action_probs`)."""
+        return self.agent.action_probs(torch.as_tensor(self.logits)[None])[0].numpy()
 
     @property
     def action(self) -> int:
@@ -157,6 +197,26 @@ class WhatIf:
                 insens(self.edited.agent.network, self.edited.x)[0].cpu().numpy())
 
 
+@dataclass
+class Intervened(WhatIf):
+    """The policy ``NOOPS`` steps after an edit of the game's RAM (``edited``) and without it
+    (``original``); ``moved`` says whether every edited object moved on the screen."""
+
+    moves: tuple = ()
+    moved: bool = False
+
+    @property
+    def logit_change(self) -> float:
+        """L2 distance between the policy's outputs with and without the edit (Atrey et al.)."""
+        return float(np.linalg.norm(self.edited.logits - self.original.logits))
+
+    @property
+    def value_change(self) -> float | None:
+        if self.original.value is None:
+            return None
+        return abs(self.edited.value - self.original.value)
+
+
 def occlude(observation: np.ndarray, rows: slice, cols: slice, value: int = 0) -> np.ndarray:
     """A copy of a stacked observation with a rectangle set to ``value`` in every frame."""
     edited = observation.copy()
@@ -184,21 +244,26 @@ class Inspector:
     """
 
     def __init__(self, agent: Agent | str, env: gym.Env | str | None = None, seed: int = 0,
-                 methods=DEFAULT_METHODS, device: str = "auto", make_env=None) -> None:
+                 methods=DEFAULT_METHODS, device: str = "auto", make_env=None,
+                 max_steps: int | None = None) -> None:
         """``env``: the game as an id (``"BreakoutNoFrameskip-v4"``), or an environment made
-        already; by default the agent's own game."""
+        already (without a time limit: the inspector keeps the agent's own); by default the
+        agent's own game."""
         if isinstance(agent, (str, Path)):
             agent = load_agent(agent, env=env if isinstance(env, str) else None)
         elif isinstance(env, str):
             agent = agent.with_game(env)
         self.agent = agent.to(resolve_device(device))
         self.methods = check_methods(methods)
+        self.max_steps = self.agent.game.max_episode_steps if max_steps is None else max_steps
+        """Agent steps after which an episode ends (truncated), as the agent's time limit has it."""
         if make_env is None and not isinstance(env, gym.Env):
             def make_env():
-                return self.agent.make_env(render_mode="rgb_array")
+                return self.agent.make_env(render_mode="rgb_array", max_episode_steps=None)
 
         self.make_env = make_env
         env = make_env() if not isinstance(env, gym.Env) else env
+        check_restorable(env)
         check_fits(self.agent, env)
         self.env, self.seed = env, seed
         observation, _ = env.reset(seed=seed)
@@ -242,9 +307,10 @@ class Inspector:
                 restore(self.env, self.frame.env_state)
             observation, reward, terminated, truncated, _ = self.env.step(chosen)
             self.frame.action = chosen
+            out_of_time = self.max_steps is not None and self.t + 1 >= self.max_steps
             self.history.append(Snapshot(observation, self.env.render(), capture(self.env),
-                                         self.frame.score + float(reward), terminated or truncated,
-                                         float(reward)))
+                                         self.frame.score + float(reward),
+                                         terminated or truncated or out_of_time, float(reward)))
             self.t += 1
             self._live = self.t
         return self.inspection()
@@ -284,6 +350,32 @@ class Inspector:
             raise ValueError(f"edited observation has shape {edited.shape}, "
                              f"expected {self.frame.observation.shape}")
         return WhatIf(self.inspection(), Inspection(self.agent, edited, self.frame.screen, self.methods))
+
+    def intervene(self, noops: int | None = None, **moves) -> Intervened:
+        """Move objects of the game in its RAM at this frame and play on with no-ops, next to the
+        same no-ops without the edit: ``ins.intervene(ball=(10, -5), player=8)`` moves the ball
+        10 px right and 5 up and the player's paddle 8 px along the axis it moves on. The
+        trajectory is left as it was (the emulator is forked and put back).
+        """
+        from .interventions import NOOPS, Move, intervene
+        from .objects import objects_of
+
+        game = self.agent.game.game
+        table = {o.name: o for o in objects_of(game)}
+        edits = []
+        for name, shift in moves.items():
+            if name not in table:
+                raise ValueError(f"{game} has no object {name!r}; its objects: {', '.join(table)}")
+            if isinstance(shift, tuple):
+                edits += [Move(name, axis, int(p)) for axis, p in zip(("x", "y"), shift, strict=True) if p]
+            else:
+                edits.append(Move(name, "y" if table[name].y_address is not None else "x", int(shift)))
+        restore(self.env, self.frame.env_state)
+        self._live = self.t
+        outcome = intervene(self.env, game, edits, NOOPS if noops is None else noops)
+        edited = Inspection(self.agent, outcome.edited_observation, outcome.edited_screen, self.methods)
+        return Intervened(Inspection(self.agent, outcome.observation, outcome.screen, self.methods), edited,
+                          outcome.moves, outcome.moved)
 
     def state_change(self) -> dict[str, dict[str, int]]:
         """Neurons switched on/off from the previous frame to this one, per layer."""

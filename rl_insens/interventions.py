@@ -44,13 +44,13 @@ class Outcome:
     """Every moved object's pixels are on the edited screen, and not where they are unedited."""
 
 
-def standard_moves(game: str, pixels: tuple[int, ...] = (-10, 10)) -> list[Move]:
-    """Each object moved each way along each axis it has in RAM."""
+def standard_moves(game: str, pixels: tuple[int, ...] = (-10, -5, 5, 10)) -> list[Move]:
+    """Each movable object moved each way along each axis it has in RAM (5-15 px, as Atrey et al.)."""
     moves = []
     for obj in objects_of(game):
-        axes = ("x", "y") if obj.y_address is not None and obj.name == "ball" else \
-            ("y",) if obj.y_address is not None else ("x",)
-        moves += [Move(obj.name, axis, p) for axis in axes for p in pixels]
+        if obj.movable:
+            axes = ("x", "y") if obj.y_address is not None else ("x",)
+            moves += [Move(obj.name, axis, p) for axis in axes for p in pixels]
     return moves
 
 

@@ -33,6 +33,9 @@ class GameObject:
     """Its colour on the screen, to find it in the pixels."""
     rows: tuple[int, int]
     """The screen rows it can be in (where its colour means this object)."""
+    movable: bool = True
+    """Whether editing its RAM moves it. The paddles follow the controller: the games rewrite
+    their positions every frame, so an edit of their RAM changes nothing on the screen."""
 
     def box(self, ram: np.ndarray, margin: int = MARGIN) -> tuple[int, int, int, int]:
         """``(top, bottom, left, right)`` on the screen, bottom and right exclusive."""
@@ -51,12 +54,12 @@ class GameObject:
 OBJECTS: dict[str, tuple[GameObject, ...]] = {
     "Pong": (
         GameObject("ball", 49, 54, -49, -14, 2, 4, (236, 236, 236), (34, 194)),
-        GameObject("player", 46, 51, -48, -14, 4, 16, (92, 186, 92), (34, 194)),
-        GameObject("enemy", 45, 50, -48, -15, 4, 16, (213, 130, 74), (34, 194)),
+        GameObject("player", 46, 51, -48, -14, 4, 16, (92, 186, 92), (34, 194), movable=False),
+        GameObject("enemy", 45, 50, -48, -15, 4, 16, (213, 130, 74), (34, 194), movable=False),
     ),
     "Breakout": (
         GameObject("ball", 99, 101, -49, 9, 2, 4, (200, 72, 72), (93, 189)),
-        GameObject("player", 72, None, -47, 189, 16, 5, (200, 72, 72), (189, 194)),
+        GameObject("player", 72, None, -47, 189, 16, 5, (200, 72, 72), (189, 194), movable=False),
     ),
 }
 """Per game (ALE's name, as :attr:`rl_insens.envs.AtariSettings.game`)."""

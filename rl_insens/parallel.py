@@ -6,11 +6,18 @@ gives the same results; they are yielded as they finish, so callers can save eac
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 BACKENDS = ("process", "ray")
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def run_unordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, backend: str = "process",
@@ -20,9 +27,11 @@ def run_unordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int =
     ``process``: in this process when ``workers <= 1``, else a pool of fresh (spawned) worker
     processes. ``ray``: Ray tasks of one CPU each, on the cluster at ``address`` or, without
     one, on a local Ray instance of ``workers`` CPUs started (and stopped) here.
+
+    The first task to fail raises here at once and the others are cancelled; so does an
+    interruption. Worker processes never outlive this call, nor a killed parent.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if backend == "ray":
         yield from _run_ray(fn, items, workers, address)
     elif workers <= 1:
@@ -30,11 +39,32 @@ def run_unordered(fn: Callable[[Any], Any], items: Sequence[Any], workers: int =
             yield index, fn(item)
     else:
         import multiprocessing
+        from functools import partial
 
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(fn, item): index for index, item in enumerate(items)}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+        pool = multiprocessing.get_context("spawn").Pool(workers, _die_with_parent, (os.getpid(),))
+        try:
+            yield from pool.imap_unordered(partial(_indexed, fn), enumerate(items))
+            pool.close()
+        finally:
+            pool.terminate()  # on a failure, Ctrl-C or an abandoned loop: stop the running tasks too
+            pool.join()
+
+
+def _indexed(fn: Callable[[Any], Any], indexed_item: tuple[int, Any]) -> tuple[int, Any]:
+    index, item = indexed_item
+    return index, fn(item)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In each worker: exit as soon as the parent process is gone (killed, say), rather than
+    play on for minutes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _call(fn: Callable[[Any], Any], item: Any) -> Any:

@@ -1,15 +1,18 @@
 """Play episodes with an agent and record annotated side-by-side videos and a run directory.
 
-Frames are played in chunks; each chunk's attribution maps are computed in one batch per
-method, drawn, appended to the video and saved to the run directory, so an interrupted
-recording keeps everything up to its last chunk. The video is written under a temporary
-name and renamed once complete: Ctrl-C finishes it with the frames so far.
+Frames are played in chunks; each chunk's attribution maps are computed, drawn, and only
+then appended to the video and saved to the run directory (see :mod:`rl_insens.runs`), so
+the video and the run data always hold the same frames. Ctrl-C asks the recording to stop:
+the attribution work stops within a frame or two, the frames done so far are finalised into
+a playable video, a contact sheet and a run directory, and further Ctrl-Cs are ignored until
+those files are safe.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import shutil
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,35 +22,57 @@ import imageio.v3 as iio
 import numpy as np
 from tqdm import tqdm
 
-from . import render
+from . import render, runs
 from .agents import Agent, load_agent
+from .files import atomic_path, check_writable_dir, check_writable_file
 from .wrapper import DEFAULT_METHODS, StepInspection, check_methods, inspect_frames, resolve_device
 
 LAYOUTS = ("methods", "stack")
-AGENT_FILE = "agent.pt"
-"""The recorded agent's networks, so that a run directory can be inspected on its own."""
 CONTACT_FRAMES = 6
 
 
 @dataclass
 class Recording:
-    video: Path
-    contact_sheet: Path
-    run_dir: Path
+    video: Path | None
+    """None when nothing was recorded (stopped before the first chunk was done)."""
+    contact_sheet: Path | None
+    run_dir: Path | None
     steps: int
     interrupted: bool
 
 
-def _atomic_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+class StopOnInterrupt:
+    """Turns Ctrl-C into a request to stop at the next safe point.
+
+    The first SIGINT sets :attr:`requested`; later ones are ignored until the block ends, so
+    that files being finalised are never cut short. Outside the main thread, where Python
+    cannot catch signals, it does nothing and Ctrl-C raises ``KeyboardInterrupt`` as usual.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        note = "still saving the files, wait a moment" if self.requested else \
+            "stopping: saving the frames recorded so far (Ctrl-C again is ignored until they are safe)"
+        self.requested = True
+        print(f"\n{note}", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+class _NothingRecorded(Exception):
+    """Stopped before the first chunk was done."""
 
 
 class _Drawer:
@@ -87,6 +112,26 @@ class _Drawer:
         return render.side_by_side(panels, lines)
 
 
+def check_outputs(out: str | Path, run_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """The video path and run directory, checked before any work: a one-line ``ValueError``
+    for a path that is not an ``.mp4``, is a directory, cannot be written, or a run directory
+    that would overwrite something other than an earlier run."""
+    out = Path(out)
+    if out.suffix != ".mp4":
+        raise ValueError(f"the video must be an .mp4 file, got {out}")
+    check_writable_file(out, "video")
+    run_dir = Path(run_dir) if run_dir else out.with_suffix(".run")
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise ValueError(f"the run directory {run_dir} exists and is not a directory")
+        if any(run_dir.iterdir()) and not (run_dir / runs.META_FILE).exists():
+            raise ValueError(f"{run_dir} exists and is not a run directory; "
+                             "move it away or choose another --out")
+    else:
+        check_writable_dir(run_dir, "run directory")
+    return out, run_dir
+
+
 def record(
     agent: Agent | str | Path,
     out: str | Path,
@@ -105,120 +150,133 @@ def record(
     """Record ``episodes`` greedy episodes (each capped at ``max_steps``) to the MP4 ``out``.
 
     Beside it: ``out`` with ``.png`` (a contact sheet) and a run directory (``out`` without
-    suffix, ``.run``) holding per-step data and attribution maps as compressed ``.npz``.
+    suffix, ``.run``, replacing an earlier run there) holding per-step data and attribution
+    maps as compressed ``.npz``.
     """
     methods = check_methods(methods)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
     if episodes < 1 or every < 1 or fps < 1 or batch < 1 or (max_steps is not None and max_steps < 1):
         raise ValueError("episodes, every, fps, batch and max_steps must be positive")
+    out, run_dir = check_outputs(out, run_dir)
+    torch_device = resolve_device(device)
     agent = load_agent(agent) if isinstance(agent, (str, Path)) else agent
-    agent.to(resolve_device(device))
-    out = Path(out)
-    if out.suffix != ".mp4":
-        raise ValueError(f"the video must be an .mp4 file, got {out}")
-    run_dir = Path(run_dir) if run_dir else out.with_suffix(".run")
+    agent.to(torch_device)
     env = agent.make_env(render_mode="rgb_array")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (run_dir / "chunks").mkdir(parents=True, exist_ok=True)
-    save_run_agent(agent, run_dir / AGENT_FILE)
-    partial = out.with_name(out.stem + ".partial.mp4")
-    writer = imageio.get_writer(partial, fps=fps, codec="libx264", quality=7, pixelformat="yuv420p",
-                                macro_block_size=2, ffmpeg_log_level="error")
-    draw = _Drawer(methods, layout, agent.action_meanings, agent.game.game)
-    log: dict[str, list] = {k: [] for k in ("episode", "t", "action", "reward", "score", "logits", "probs",
-                                            "value", "active_fraction", "fresh")}
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an earlier run (checked above): its chunks must not mix with ours
+    (run_dir / runs.CHUNKS).mkdir(parents=True)
+    runs.save_agent(agent, run_dir)
     meta = {"agent": str((agent.card or {}).get("source", "")), "methods": list(methods), "layout": layout,
             "environment": agent.game.as_dict(), "seed": seed, "every": every,
             "action_meanings": agent.action_meanings, "video": out.name, "chunks": [], "complete": False}
-    last_maps: dict[str, np.ndarray] = {}
-    bar = tqdm(total=episodes * max_steps if max_steps else None, unit="step", disable=not progress)
-    pending: list[dict] = []
+    with StopOnInterrupt() as stop:
+        try:
+            with atomic_path(out) as partial:  # removed again if nothing was recorded
+                writer = imageio.get_writer(partial, format="FFMPEG", fps=fps, codec="libx264", quality=7,
+                                            pixelformat="yuv420p", macro_block_size=2,
+                                            ffmpeg_log_level="error")
+                draw = _Drawer(methods, layout, agent.action_meanings, agent.game.game)
+                recorder = _Recorder(agent, methods, every, draw,
+                                     writer, run_dir, meta, stop)
+                try:
+                    with tqdm(total=episodes * max_steps if max_steps else None, unit="step",
+                              disable=not progress) as bar:
+                        recorder.play(env, episodes, max_steps, seed, batch, bar)
+                finally:
+                    env.close()
+                    stop.requested = True  # from here on Ctrl-C waits until the files are safe
+                    writer.close()
+                if not recorder.steps:
+                    raise _NothingRecorded
+        except _NothingRecorded:
+            shutil.rmtree(run_dir)
+            return Recording(None, None, None, 0, recorder.interrupted)
+        sheet = out.with_suffix(".png")
+        write_contact_sheet(out, sheet, recorder.steps)
+        runs.write_meta(run_dir, {**meta, "steps": recorder.steps, "complete": not recorder.interrupted})
+    return Recording(out, sheet, run_dir, recorder.steps, recorder.interrupted)
 
-    def flush() -> None:
-        if not pending:
-            return
-        fresh = [(len(log["t"]) + i) % every == 0 for i in range(len(pending))]
-        inspections = inspect_frames(agent, np.stack([p["obs"] for p in pending]), methods, fresh)
-        maps = {m: [] for m in methods}
-        for item, inspection, is_fresh in zip(pending, inspections, fresh, strict=True):
+
+class _Recorder:
+    """Plays episodes and appends each finished chunk to the video and the run directory."""
+
+    def __init__(self, agent: Agent, methods, every: int, draw: _Drawer, writer, run_dir: Path, meta: dict,
+                 stop: StopOnInterrupt) -> None:
+        self.agent, self.methods, self.every, self.draw = agent, methods, every, draw
+        self.writer, self.run_dir, self.meta, self.stop = writer, run_dir, meta, stop
+        self.log: dict[str, list] = {k: [] for k in ("episode", "t", "action", "reward", "score", "logits",
+                                                     "probs", "value", "active_fraction", "fresh")}
+        self.last_maps: dict[str, np.ndarray] = {}
+        self.pending: list[dict] = []
+        self.interrupted = False
+
+    @property
+    def steps(self) -> int:
+        return len(self.log["t"])
+
+    def play(self, env, episodes: int, max_steps: int | None, seed: int, batch: int, bar) -> None:
+        """Record the episodes; a Ctrl-C (or ``KeyboardInterrupt``) ends them at the last whole
+        chunk, dropping frames not yet attributed, since stopping must be quick."""
+        try:
+            for episode in range(episodes):
+                obs, _ = env.reset(seed=seed + episode)
+                score, t, done = 0.0, 0, False
+                while not done and (max_steps is None or t < max_steps):
+                    if self.stop.requested:
+                        raise KeyboardInterrupt
+                    screen = env.render()
+                    action = self.agent.act(obs)
+                    next_obs, reward, terminated, truncated, _ = env.step(action)
+                    self.pending.append({"obs": obs, "screen": screen, "episode": episode, "t": t,
+                                         "reward": float(reward), "score": score})
+                    score, t, done, obs = score + float(reward), t + 1, terminated or truncated, next_obs
+                    if len(self.pending) == batch:
+                        bar.update(self.flush())
+                bar.update(self.flush())
+        except KeyboardInterrupt:
+            self.interrupted = True
+
+    def flush(self) -> int:
+        """Attribute and draw the pending frames, then append them to every output together."""
+        items = self.pending[:]
+        self.pending.clear()  # taken once: an interruption below never leads to doing them twice
+        if not items:
+            return 0
+        fresh = [(self.steps + i) % self.every == 0 for i in range(len(items))]
+        inspections = inspect_frames(self.agent, np.stack([p["obs"] for p in items]), self.methods, fresh,
+                                     should_stop=lambda: self.stop.requested)
+        maps: dict[str, list] = {m: [] for m in self.methods}
+        frames = []
+        for item, inspection, is_fresh in zip(items, inspections, fresh, strict=True):
             if is_fresh:
-                last_maps.update(inspection.maps)
+                self.last_maps.update(inspection.maps)
             else:
-                inspection.maps = dict(last_maps)
-            for m in methods:
+                inspection.maps = dict(self.last_maps)
+            for m in self.methods:
                 maps[m].append(inspection.maps[m].astype(np.float16))
-            writer.append_data(draw(item["screen"], item["obs"], inspection, item))
-            for key, value in (("episode", item["episode"]), ("t", item["t"]), ("action", inspection.action),
-                               ("reward", item["reward"]), ("score", item["score"]),
-                               ("logits", inspection.logits), ("probs", inspection.action_probs),
-                               ("value", np.nan if inspection.value is None else inspection.value),
-                               ("active_fraction", inspection.active_fraction), ("fresh", is_fresh)):
-                log[key].append(value)
-        name = f"chunk_{len(meta['chunks']):05d}.npz"
-        start = len(log["t"]) - len(pending)
-        _atomic_npz(run_dir / "chunks" / name, steps=np.arange(start, len(log["t"])),
-                    screens=np.stack([p["screen"] for p in pending]),
-                    observations=np.stack([p["obs"] for p in pending]),
-                    **{f"map_{m}": np.stack(v) for m, v in maps.items()})
-        meta["chunks"].append(name)
-        _atomic_npz(run_dir / "steps.npz", **{k: np.array(v) for k, v in log.items()})
-        _atomic_json(run_dir / "run.json", {**meta, "steps": len(log["t"])})
-        bar.update(len(pending))
-        pending.clear()
-
-    interrupted = False
-    try:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            score, t, done = 0.0, 0, False
-            while not done and (max_steps is None or t < max_steps):
-                screen = env.render()
-                action = agent.act(obs)
-                next_obs, reward, terminated, truncated, _ = env.step(action)
-                pending.append({"obs": obs, "screen": screen, "episode": episode, "t": t,
-                                "reward": float(reward), "score": score})
-                score, t, done, obs = score + float(reward), t + 1, terminated or truncated, next_obs
-                if len(pending) == batch:
-                    flush()
-            flush()
-    except KeyboardInterrupt:
-        interrupted = True
-        flush()
-    except BaseException:
-        writer.close()
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        env.close()
-        bar.close()
-    writer.close()
-    os.replace(partial, out)
-    sheet = out.with_suffix(".png")
-    write_contact_sheet(out, sheet, len(log["t"]))
-    _atomic_json(run_dir / "run.json", {**meta, "steps": len(log["t"]), "complete": not interrupted})
-    return Recording(out, sheet, run_dir, len(log["t"]), interrupted)
-
-
-def save_run_agent(agent: Agent, path: Path) -> None:
-    import copy
-
-    import torch
-
-    value = None if agent.value_network is None else copy.deepcopy(agent.value_network).cpu()
-    tmp = path.with_suffix(".tmp")
-    torch.save({"network": copy.deepcopy(agent.network).cpu(), "value_network": value, "kind": agent.kind,
-                "action_meanings": agent.action_meanings, "scale": agent.scale, "card": agent.card}, tmp)
-    os.replace(tmp, path)
-
-
-def load_run_agent(path: Path) -> Agent:
-    import torch
-
-    data = torch.load(path, map_location="cpu", weights_only=False)  # written by save_run_agent
-    return Agent(data["network"].eval(), data["action_meanings"], data["kind"], data["value_network"],
-                 data["card"], data["scale"])
+            frames.append(self.draw(item["screen"], item["obs"], inspection, item))
+        for frame in frames:
+            self.writer.append_data(frame)
+        start = self.steps
+        for item, inspection, is_fresh in zip(items, inspections, fresh, strict=True):
+            row = {"episode": item["episode"], "t": item["t"], "action": inspection.action,
+                   "reward": item["reward"], "score": item["score"], "logits": inspection.logits,
+                   "probs": inspection.action_probs,
+                   "value": np.nan if inspection.value is None else inspection.value,
+                   "active_fraction": inspection.active_fraction, "fresh": is_fresh}
+            for key, value in row.items():
+                self.log[key].append(value)
+        name = runs.chunk_name(len(self.meta["chunks"]))
+        runs.write_npz(self.run_dir / runs.CHUNKS / name, steps=np.arange(start, self.steps),
+                       screens=np.stack([p["screen"] for p in items]),
+                       observations=np.stack([p["obs"] for p in items]),
+                       **{f"map_{m}": np.stack(v) for m, v in maps.items()})
+        self.meta["chunks"].append(name)
+        runs.write_npz(self.run_dir / runs.STEPS_FILE, **{k: np.array(v) for k, v in self.log.items()})
+        runs.write_meta(self.run_dir, {**self.meta, "steps": self.steps})
+        return len(items)
 
 
 def write_contact_sheet(video: Path, png: Path, n_frames: int, n: int = CONTACT_FRAMES) -> None:
@@ -228,6 +286,5 @@ def write_contact_sheet(video: Path, png: Path, n_frames: int, n: int = CONTACT_
     picks = set(np.linspace(0, n_frames - 1, min(n, n_frames)).round().astype(int).tolist())
     frames = [frame for i, frame in enumerate(iio.imiter(video)) if i in picks]
     sheet = render.contact_sheet(frames)
-    tmp = png.with_name(png.stem + ".tmp.png")
-    cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, png)
+    with atomic_path(png) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
-import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from .agents import RLNetExtractor
 from .envs import PONG, AtariSettings, make_env
+from .files import atomic_path, write_json
 
 STICKY_PROBABILITY = 0.25
 """Repeat probability of sticky actions, the ALE v5 default, for robustness training and checks."""
@@ -140,9 +140,8 @@ class TrainingMonitor(BaseCallback):
         return self.num_timesteps < self.target_steps and not self.stop_requested
 
     def save_checkpoint(self) -> None:
-        tmp = self.cfg.resume_path.with_suffix(".tmp.zip")
-        self.model.save(tmp)
-        os.replace(tmp, self.cfg.resume_path)
+        with atomic_path(self.cfg.resume_path) as tmp:
+            self.model.save(tmp)
 
     def _on_training_end(self) -> None:
         self.save_checkpoint()
@@ -182,7 +181,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu") -> PPO:
             device=device,
             verbose=0,
         )
-    (Path(cfg.out_dir) / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_json(Path(cfg.out_dir) / "config.json", asdict(cfg))
 
     target = min(cfg.total_steps, cfg.stop_at or cfg.total_steps)
     if model.num_timesteps >= target:
@@ -231,10 +230,9 @@ def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20,
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, png_path)
 
 
 def training_wall_time(csv_path: Path, up_to_step: int | None = None) -> float:

@@ -176,7 +176,7 @@ def main(quick, batches, devices, max_memory, active, agent, mnist_dir, json_out
     rlnet, twoconv = ri.RLNet(), ri.TwoConv((1, 28, 28), 10)
     cases = [("RLNET (random)", rlnet, frames, with_active_fraction(rlnet.eval(), frames[:1], active)),
              ("2CONV (random)", twoconv, digits, with_active_fraction(twoconv.eval(), digits[:1], active))]
-    if (agent / "policy.pt").exists():
+    if (agent / "card.json").exists():
         cases.insert(0, ("RLNET (agent)", ri.agents.load_agent(agent).network, frames, None))
     rows = []
     for device in devices:

@@ -99,13 +99,14 @@ def test_rl_insens_agent_directory_round_trip(tmp_path):
     with torch.no_grad():
         value = model.policy.predict_values(tensor)
         assert torch.allclose(agent.value_network(agent.preprocess(obs)), value, atol=1e-5)
-    assert agent.card["weights_sha256"] == ri.agents.sha256_of(tmp_path / "agent" / "policy.pt")
+    weights = tmp_path / "agent" / agent.card["weights_file"]
+    assert agent.card["weights_sha256"] == ri.agents.sha256_of(weights)
     assert agent.action_meanings[:3] == ["NOOP", "FIRE", "UP"]
 
 
 def test_tampered_weights_are_refused(tmp_path):
     save_agent(make_models()["ppo_rlnet"]().policy, tmp_path / "agent", {})
-    weights = tmp_path / "agent" / "policy.pt"
+    weights = tmp_path / "agent" / json.loads((tmp_path / "agent" / "card.json").read_text())["weights_file"]
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))

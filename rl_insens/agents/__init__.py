@@ -103,10 +103,25 @@ class Agent:
                              f"which takes {list(self.observation_shape)}")
         return x.float() * self.scale
 
+    def action_probs(self, scores: torch.Tensor) -> torch.Tensor:
+        """The probability the agent's greedy play gives each action, from the network's scores
+        ``[B, n_actions]``: the policy's softmax for actor-critic logits; for Q-values, which
+        are not log-probabilities, 1 on the greedy action and 0 elsewhere."""
+        if self.kind == "actor-critic":
+            return scores.softmax(1)
+        return torch.nn.functional.one_hot(scores.argmax(1), scores.shape[1]).to(scores.dtype)
+
     @torch.no_grad()
     def act(self, observation) -> int:
-        """Greedy action for one stacked observation as the environment returns it."""
-        return int(self.network(self.preprocess(observation)).argmax(1)[0])
+        """Greedy action for ONE stacked observation as the environment returns it."""
+        x = torch.as_tensor(observation)
+        if x.dim() != len(self.observation_shape):
+            raise ValueError(f"act takes one observation of shape {list(self.observation_shape)}, got "
+                             f"shape {list(x.shape)}; for a batch use agent.network(agent.preprocess(batch))")
+        x = self.preprocess(x)
+        if not torch.isfinite(x).all():
+            raise ValueError("the observation contains NaN or infinite values")
+        return int(self.network(x).argmax(1)[0])
 
 
 DEFAULT_PREPROCESSING = {"rl-insens": "gymnasium", "sb3": "sb3", "cleanrl": "cleanrl"}

@@ -7,8 +7,10 @@ its environment; the weights are a plain state dict, read without unpickling cod
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,6 +19,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from ..envs import AtariSettings, action_meanings
+from ..files import write_bytes, write_json
 from ..nets import ATARI_OBSERVATION_SHAPE, RLNet
 from . import Agent, copy_module, generic_meanings
 
@@ -70,22 +73,32 @@ def settings_from_card(card: dict) -> AtariSettings | None:
 
 
 def load(path: Path) -> Agent:
-    card_path, weights_path = path / CARD_FILE, path / POLICY_FILE
-    if not card_path.exists() or not weights_path.exists():
-        raise FileNotFoundError(
-            f"{path} is not an rl-insens agent directory: it needs {CARD_FILE} and {POLICY_FILE}")
-    card = json.loads(card_path.read_text())
+    card_path = path / CARD_FILE
+    if not card_path.exists():
+        raise FileNotFoundError(f"{path} is not an rl-insens agent directory: it has no {CARD_FILE}")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{card_path} is not a readable model card: {error}") from None
+    weights_path = path / card.get("weights_file", POLICY_FILE)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{path} is not a whole rl-insens agent directory: {weights_path.name} "
+                                "is missing")
     digest = sha256_of(weights_path)
     if card.get("weights_sha256") not in (None, digest):
         raise ValueError(f"{weights_path} does not match its model card (sha256 {digest})")
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    network = RLNet(card.get("n_actions", 18))
-    network.load_state_dict(state["rlnet"])
-    value = None
-    if "value_head" in state:
-        head = nn.Linear(512, 1)
-        head.load_state_dict(state["value_head"])
-        value = with_head(network, head).eval()
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        network = RLNet(card.get("n_actions", 18))
+        network.load_state_dict(state["rlnet"])
+        value = None
+        if "value_head" in state:
+            head = nn.Linear(512, 1)
+            head.load_state_dict(state["value_head"])
+            value = with_head(network, head).eval()
+    except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{weights_path} holds no readable rl-insens weights ({first_line})") from None
     meanings = card.get("action_meanings") or generic_meanings(network.n_actions)
     card = {**card, "source": str(path), "format": "rl-insens"}
     return Agent(network.eval(), meanings, "actor-critic", value, card, settings=settings_from_card(card))
@@ -94,23 +107,27 @@ def load(path: Path) -> Agent:
 def save_agent(policy, out_dir: str | Path, card: dict) -> Path:
     """Write an rl-insens agent directory from one of our SB3 PPO policies.
 
-    Weights only (RLNET and the value head, no optimiser state), then the model card with
-    their sha256 and the game's action names; both are written under temporary names and
-    renamed, so a crash leaves the previous agent intact.
+    Weights only (RLNET and the value head, no optimiser state), in a file named by their
+    sha256, then the model card naming that file and the game's action names: the card is the
+    single commit point, so a crash at any moment leaves either the previous agent or the new
+    one, whole.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     net, _ = rlnet_from_policy(policy)
-    weights = out_dir / POLICY_FILE
-    tmp = weights.with_suffix(".tmp")
-    torch.save({"rlnet": net.state_dict(), "value_head": policy.value_net.state_dict()}, tmp)
+    buffer = io.BytesIO()
+    torch.save({"rlnet": net.state_dict(), "value_head": policy.value_net.state_dict()}, buffer)
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    weights_file = f"policy-{digest[:16]}.pt"
+    write_bytes(out_dir / weights_file, buffer.getvalue())
+    card_path = out_dir / CARD_FILE
+    previous = json.loads(card_path.read_text()).get("weights_file") if card_path.exists() else None
     card = {**card, "n_actions": net.n_actions, "observation_shape": list(ATARI_OBSERVATION_SHAPE),
-            "weights_file": POLICY_FILE, "weights_sha256": sha256_of(tmp)}
+            "weights_file": weights_file, "weights_sha256": digest}
     settings = settings_from_card(card)
     meanings = action_meanings(settings) if settings else generic_meanings(net.n_actions)
     card.setdefault("action_meanings", meanings)
-    card_tmp = out_dir / (CARD_FILE + ".tmp")
-    card_tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, weights)
-    os.replace(card_tmp, out_dir / CARD_FILE)
+    write_json(card_path, card)
+    if previous and previous != weights_file:
+        (out_dir / previous).unlink(missing_ok=True)
     return out_dir

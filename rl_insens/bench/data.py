@@ -9,10 +9,13 @@ import gzip
 import hashlib
 import os
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..files import atomic_path
 
 MNIST_FILES = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -25,7 +28,10 @@ CACHE = Path(os.environ.get("RL_INSENS_CACHE", Path.home() / ".cache" / "rl-inse
 
 
 def _read_idx(path: Path, expected_sha256: str) -> np.ndarray:
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (EOFError, OSError, zlib.error) as error:
+        raise ValueError(f"{path} is not a readable gzip file ({error})") from None
     digest = hashlib.sha256(raw).hexdigest()
     if digest != expected_sha256:
         raise ValueError(f"{path} is corrupt or not MNIST: sha256 {digest}, expected {expected_sha256}")
@@ -43,16 +49,10 @@ def _find_or_download(name: str, data_dir: Path | None) -> Path:
         raise FileNotFoundError(f"no {name}[.gz] in {data_dir}")
     target = CACHE / "mnist" / f"{name}.gz"
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".part")
-    urllib.request.urlretrieve(MNIST_URL + f"{name}.gz", partial)
-    try:
-        raw = gzip.decompress(partial.read_bytes())
-        if hashlib.sha256(raw).hexdigest() != MNIST_FILES[name]:
+    with atomic_path(target) as partial:
+        urllib.request.urlretrieve(MNIST_URL + f"{name}.gz", partial)
+        if hashlib.sha256(gzip.decompress(partial.read_bytes())).hexdigest() != MNIST_FILES[name]:
             raise ValueError(f"downloaded {name} does not match its checksum")
-    except Exception:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
     return target
 
 
@@ -197,14 +197,9 @@ def _find_file(name: str, data_dir: Path | None, cache_folder: str) -> Path | No
 def _download(url: str, target: Path, algorithm: str, expected: str, decompressed: bool = False) -> None:
     """Fetch ``url`` to ``target`` through a partial file, keeping it only if its checksum fits."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    try:
+    with atomic_path(target) as partial:
         urllib.request.urlretrieve(url, partial)
         content = partial.read_bytes()
         content = gzip.decompress(content) if decompressed else content
         if hashlib.new(algorithm, content).hexdigest() != expected:
             raise ValueError(f"the download of {url} does not match its checksum")
-    except Exception:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)

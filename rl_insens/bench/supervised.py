@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from ..attribution import METHODS, attribute
 from ..engine import neuron_state
+from ..files import atomic_path, check_writable_dir, write_json, write_text
 from ..nets import TwoConv
 from .noise import VARIANTS, noisy_variants
 
@@ -125,12 +125,11 @@ def trained_model(results: Path, name: str, images, labels, n_classes: int, sett
             model.load_state_dict(torch.load(weights, weights_only=True))
             return model.eval(), card
     model, log = train_twoconv(images, labels, n_classes, settings, progress, **training)
-    tmp = weights.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        torch.save(model.state_dict(), tmp)
     card = {"data": data_note, "settings": asdict(settings), "input_shape": list(model.in_shape), **log,
             "sha256": sha256_state(model)}
-    card_path.write_text(json.dumps(card, indent=2))
+    write_json(card_path, card)
     return model, card
 
 
@@ -141,7 +140,7 @@ def mnist_benchmark(data_dir: str | Path | None, results: str | Path, seeds=(0, 
     from .data import load_mnist
 
     results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(results, "results")  # created once there is something to put in it
     train_x, train_y = load_mnist(data_dir, train=True)
     test_x, test_y = load_mnist(data_dir, train=False)
     variants = noisy_variants(test_x, sigma=sigma, clip=clip, seed=1234)
@@ -166,8 +165,8 @@ def mnist_benchmark(data_dir: str | Path | None, results: str | Path, seeds=(0, 
               "per_seed": per_seed, "paper": PAPER_MNIST, "neurons": 38144}
     for key in ("accuracy", "active_percent"):
         report[key] = {name: _mean_sd([r[key][name] for r in per_seed]) for name in ("clean", *VARIANTS)}
-    (results / "mnist.json").write_text(json.dumps(report, indent=2))
-    (results / "mnist.md").write_text(mnist_markdown(report))
+    write_json(results / "mnist.json", report)
+    write_text(results / "mnist.md", mnist_markdown(report))
     return report
 
 
@@ -223,7 +222,9 @@ def figure(model: nn.Module, clean: torch.Tensor, variants: dict[str, torch.Tens
             if i == 0:
                 ax.set_title(column.replace("_", " "), fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
 
 
@@ -273,7 +274,7 @@ def cifar10_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 30, reus
 
     load = load or load_cifar10
     results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(results, "results")  # created once there is something to put in it
     train, test = load(data_dir, train=True), load(data_dir, train=False)
     rows, model = _seed_rows(results, "cifar10", seeds, train, test, 10, epochs, reuse, progress,
                              "CIFAR-10, 45000 train / 5000 validation (last) / 10000 test",
@@ -282,8 +283,8 @@ def cifar10_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 30, reus
     report = {"benchmark": "cifar10", "seeds": list(seeds), "per_seed": rows, "paper": PAPER_CIFAR10,
               "accuracy": _mean_sd([r["accuracy"] for r in rows]),
               "active_percent": _mean_sd([r["active_percent"] for r in rows])}
-    (results / "cifar10.json").write_text(json.dumps(report, indent=2))
-    (results / "cifar10.md").write_text(cifar10_markdown(report))
+    write_json(results / "cifar10.json", report)
+    write_text(results / "cifar10.md", cifar10_markdown(report))
     return report
 
 
@@ -294,7 +295,7 @@ def smallnorb_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 20, re
 
     load = load or load_smallnorb
     results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(results, "results")  # created once there is something to put in it
     (train_x, train_y), (test_x, test_y) = load(data_dir, train=True), load(data_dir, train=False)
     # The files list images instance by instance: shuffle once so validation is not one toy.
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
@@ -308,8 +309,8 @@ def smallnorb_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 20, re
         report["encodings"][encoding] = {"per_seed": rows,
                                          "accuracy": _mean_sd([r["accuracy"] for r in rows]),
                                          "active_percent": _mean_sd([r["active_percent"] for r in rows])}
-    (results / "smallnorb.json").write_text(json.dumps(report, indent=2))
-    (results / "smallnorb.md").write_text(smallnorb_markdown(report))
+    write_json(results / "smallnorb.json", report)
+    write_text(results / "smallnorb.md", smallnorb_markdown(report))
     return report
 
 

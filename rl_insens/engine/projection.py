@@ -33,6 +33,8 @@ def checked_chain(model: nn.Module, x: torch.Tensor, batched: bool) -> Chain:
         raise ValueError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if batched and x.dim() < 2:
         raise ValueError(f"expected a batch [B, *input], got shape {list(x.shape)}")
+    if batched and x.shape[0] == 0:
+        raise ValueError(f"the batch is empty (shape {list(x.shape)}); pass at least one input")
     shape = tuple(x.shape[1:]) if batched else tuple(x.shape)
     chain = read_chain(model, shape, device=x.device)
     check_input(chain, x, model, batched)
@@ -99,7 +101,7 @@ def switched_projection(
 
     ``layer`` is a Conv2d/Linear module's name in ``model.named_modules()`` (the output layer
     is allowed: its projection is the network's exact local linear model); ``neurons`` are flat
-    indices into that layer's output, all of them when None.
+    integer indices into that layer's output or a boolean mask of its size, all of them when None.
 
     >>> p = switched_projection(net, x, "conv2", neurons=[0, 5])
     >>> torch.allclose((p.weight * x).flatten(1).sum(1) + p.bias, p.activity)
@@ -108,9 +110,7 @@ def switched_projection(
     chain = checked_chain(model, x, batched=False)
     i = chain.index_of(layer)
     size = math.prod(chain.links[i].out_shape)
-    if neurons is None:
-        neurons = torch.arange(size, device=x.device)
-    neurons = torch.as_tensor(neurons, device=x.device).long().flatten()
+    neurons = _neuron_indices(neurons, size, layer, x.device)
     if neurons.numel() and (neurons.min() < 0 or neurons.max() >= size):
         raise ValueError(f"neuron indices must lie in [0, {size}) for layer {layer!r}")
     net = SwitchedNetwork(chain, x.unsqueeze(0))
@@ -124,6 +124,22 @@ def switched_projection(
     weight = torch.cat(weights) if weights else x.new_zeros(0, *x.shape)
     bias = activity - (weight * x).flatten(1).sum(1)
     return SwitchedProjection(layer, neurons, weight, bias, activity, x)
+
+
+def _neuron_indices(neurons, size: int, layer: str, device) -> torch.Tensor:
+    """Flat indices from None (all), integer indices or a boolean mask; anything else is refused
+    rather than rounded."""
+    if neurons is None:
+        return torch.arange(size, device=device)
+    neurons = torch.as_tensor(neurons, device=device)
+    if neurons.dtype == torch.bool:
+        if neurons.numel() != size:
+            raise ValueError(f"a boolean mask of neurons must have the {size} entries of layer {layer!r}, "
+                             f"not {neurons.numel()}")
+        return neurons.flatten().nonzero().flatten()
+    if neurons.is_floating_point() or neurons.is_complex():
+        raise ValueError(f"neurons must be integer indices or a boolean mask, got {neurons.dtype} values")
+    return neurons.long().flatten()
 
 
 def decompose(

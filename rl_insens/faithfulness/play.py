@@ -47,7 +47,7 @@ def sample_frames(agent, n: int, seed: int = 0, every: int = 5, progress: bool =
     :func:`~rl_insens.interventions.standard_moves` played from each frame."""
     from tqdm import tqdm
 
-    env = agent.make_env()
+    env = agent.make_env(max_episode_steps=None)  # interventions step the game; sampling stops itself
     game = agent.game.game
     objects = objects_of(game) if game in OBJECTS else ()
     frames, masks = [], {o.name: [] for o in objects}

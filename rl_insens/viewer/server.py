@@ -21,15 +21,12 @@ import cv2
 import numpy as np
 import torch
 
-from .. import render
+from .. import render, runs
 from ..engine import neuron_state, stability_margin, switched_projection
+from ..runs import RunError
 
 STATIC = Path(__file__).parent / "static"
 ANALYSIS_BLOCK = 32
-
-
-class RunError(Exception):
-    """The run directory is missing or not one the recorder wrote."""
 
 
 def png(image: np.ndarray) -> bytes:
@@ -41,25 +38,23 @@ class RunData:
     """Read access to a run directory written by :func:`rl_insens.record.record`."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        from ..record import AGENT_FILE, load_run_agent
-
         self.dir = Path(run_dir)
         if not self.dir.is_dir():
             raise RunError(f"no run directory at {self.dir}")
-        try:
-            self.meta = json.loads((self.dir / "run.json").read_text())
-            steps = np.load(self.dir / "steps.npz")
-            self.steps = {k: steps[k] for k in steps.files}
-            self.chunk_names = list(self.meta["chunks"])
-            self.agent = load_run_agent(self.dir / AGENT_FILE)
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
-            raise RunError(f"{self.dir} is not a readable run directory ({type(error).__name__}: "
-                           f"{error}); record one with `rl-insens record`") from None
+        self.meta = runs.read_meta(self.dir)
+        self.steps = runs.read_npz(self.dir / runs.STEPS_FILE)
+        self.chunk_names = list(self.meta["chunks"])
+        self.agent = runs.load_agent(self.dir)
+        if "t" not in self.steps:
+            raise RunError(f"{self.dir / runs.STEPS_FILE} holds no steps")
         self.n = len(self.steps["t"])
         if self.n == 0:
             raise RunError(f"{self.dir} holds no frames")
-        sizes = [len(np.load(self.dir / "chunks" / name)["steps"]) for name in self.chunk_names]
+        sizes = [len(runs.read_npz(self.dir / runs.CHUNKS / name, ("steps",))["steps"])
+                 for name in self.chunk_names]
         self.chunk_starts = np.cumsum([0] + sizes)
+        if self.chunk_starts[-1] != self.n:
+            raise RunError(f"{self.dir}: its chunks hold {self.chunk_starts[-1]} frames, steps.npz {self.n}")
         self.layers = {name: int(state.active[0].numel()) for name, state in
                        neuron_state(self.agent.network, torch.zeros(1, *self.agent.observation_shape))
                        .layers.items()}
@@ -68,8 +63,7 @@ class RunData:
         self.chunk = lru_cache(maxsize=4)(self._load_chunk)
 
     def _load_chunk(self, index: int) -> dict:
-        data = np.load(self.dir / "chunks" / self.chunk_names[index])
-        return {k: data[k] for k in data.files}
+        return runs.read_npz(self.dir / runs.CHUNKS / self.chunk_names[index])
 
     def check_frame(self, t: int) -> None:
         if not 0 <= t < self.n:
@@ -173,6 +167,10 @@ def make_handler(run: RunData | None, problem: str | None):
 
         def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
             try:
+                if self.headers.get("Host", "").lower() not in self.server.allowed_hosts():
+                    # A page elsewhere may point a DNS name at 127.0.0.1 (DNS rebinding); the
+                    # Host header still carries that name.
+                    return self.send(b"unknown host", "text/plain", HTTPStatus.FORBIDDEN)
                 self.route()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the page moved on before the answer came
@@ -209,13 +207,32 @@ def make_handler(run: RunData | None, problem: str | None):
     return Handler
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+class ViewerServer(ThreadingHTTPServer):
+    """Answers only requests addressed to this machine by name (or to the ``--host`` asked for)."""
+
+    def __init__(self, host: str, port: int, handler) -> None:
+        super().__init__((host, port), handler)
+        self.asked_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+    def allowed_hosts(self) -> set[str]:
+        port = self.server_address[1]
+        names = {*LOCAL_HOSTS, self.asked_host.lower()}
+        return {f"{name}:{port}" for name in names} | (names if port == 80 else set())
+
+
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
-    """A server (not yet running: call ``serve_forever``) for ``run_dir``; a bad run gets an error page."""
+    """A server (not yet running: call ``serve_forever``) for ``run_dir``; a bad run gets an error page.
+
+    Requests whose ``Host`` header names another host are refused, which defeats DNS rebinding.
+    """
     try:
         run, problem = RunData(run_dir), None
     except RunError as error:
         run, problem = None, str(error)
-    server = ThreadingHTTPServer((host, port), make_handler(run, problem))
+    server = ViewerServer(host, port, make_handler(run, problem))
     # Closing waits for requests in flight: a thread killed inside torch at exit aborts Python.
     server.daemon_threads, server.block_on_close = False, True
     server.problem = problem

@@ -1,0 +1,228 @@
+"""Run directories: written (by ``record``) and read (by the viewer) here, and nowhere else.
+
+A run directory is meant to be shared, so nothing in it is ever unpickled: the recorded
+agent is a JSON description of its network (each layer's type, constructor arguments and
+name as ``named_modules`` gives it, in call order) beside a ``state_dict`` read with
+``torch.load(weights_only=True)``. Layer names survive the round trip, since the viewer
+addresses neurons by them.
+
+Layout (``FORMAT`` 2)::
+
+    run.json        what was recorded: methods, environment, chunk list, "complete"
+    agent.json      the agent: network descriptions, action names, kind, input scale, card
+    agent.weights   the networks' state_dicts (tensors only)
+    steps.npz       one row per frame: action, logits, probabilities, value, score, ...
+    chunks/         chunk_00000.npz ...: screens, observations and attribution maps
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .agents import Agent
+from .envs import AtariSettings
+from .files import atomic_path, write_json
+
+FORMAT = 2
+META_FILE, AGENT_FILE, WEIGHTS_FILE, STEPS_FILE, CHUNKS = (
+    "run.json", "agent.json", "agent.weights", "steps.npz", "chunks")
+OLD_AGENT_FILE = "agent.pt"
+"""Format 1 kept the agent as a pickle of its modules, which can run code when loaded."""
+
+
+class RunError(ValueError):
+    """The run directory is missing, damaged, or not one this version can read safely."""
+
+
+# ----- networks as data -------------------------------------------------------------------------
+LAYERS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
+    "Conv2d": (nn.Conv2d, ("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                           "dilation", "groups", "padding_mode")),
+    "Linear": (nn.Linear, ("in_features", "out_features")),
+    "ReLU": (nn.ReLU, ()),
+    "Tanh": (nn.Tanh, ()),
+    "MaxPool2d": (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
+    "ZeroPad2d": (nn.ZeroPad2d, ("padding",)),
+    "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
+    "Identity": (nn.Identity, ()),
+    "Dropout": (nn.Dropout, ("p",)),
+}
+"""Layer types a recorded network may hold, with the attributes that rebuild each."""
+
+
+def _layer_spec(name: str, module: nn.Module) -> dict:
+    kind = type(module).__name__
+    if kind not in LAYERS or type(module) is not LAYERS[kind][0]:
+        raise ValueError(f"layer {name!r} ({kind}) cannot be stored in a run directory; "
+                         f"supported: {', '.join(LAYERS)}")
+    args = {a: getattr(module, a) for a in LAYERS[kind][1]}
+    if kind in ("Conv2d", "Linear"):
+        args["bias"] = module.bias is not None
+    return {"name": name, "type": kind, "args": json.loads(json.dumps(args))}
+
+
+def _build_layer(spec: dict) -> nn.Module:
+    cls, names = LAYERS[spec["type"]]
+    args = spec["args"]
+    unknown = set(args) - set(names) - {"bias"}
+    if unknown:
+        raise ValueError(f"unknown arguments {sorted(unknown)} for layer {spec['name']!r}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+
+
+def leaves_in_call_order(model: nn.Module, in_shape: tuple[int, ...]) -> list[tuple[str, nn.Module]]:
+    """The model's leaf modules in the order one forward pass calls them."""
+    calls: list[tuple[str, nn.Module]] = []
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: calls.append((n, m))) for n, m in leaves]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *in_shape, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return calls
+
+
+class ChainNetwork(nn.Module):
+    """A network rebuilt from its description: leaves under their original dotted names,
+    called one after the other in their recorded order."""
+
+    def __init__(self, layers: list[dict]) -> None:
+        super().__init__()
+        self.order = []
+        for spec in layers:
+            *path, leaf = spec["name"].split(".")
+            parent: nn.Module = self
+            for part in path:
+                if part not in parent._modules:
+                    parent.add_module(part, nn.Module())
+                parent = parent._modules[part]
+            parent.add_module(leaf, _build_layer(spec))
+            self.order.append(spec["name"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.order:
+            x = self.get_submodule(name)(x)
+        return x
+
+
+def describe(model: nn.Module, in_shape: tuple[int, ...]) -> dict:
+    """A JSON description of a plain chain of layers (checked by rebuilding it)."""
+    layers = [_layer_spec(n, m) for n, m in leaves_in_call_order(model, in_shape)]
+    if any(not spec["name"] for spec in layers):
+        raise ValueError("a network that is a single layer cannot be stored in a run directory")
+    rebuilt = ChainNetwork(layers).to(next(model.parameters()).device)
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(2, *in_shape, device=next(model.parameters()).device)
+    with torch.no_grad():
+        if not torch.equal(rebuilt.eval()(x), model(x)):
+            raise ValueError("the network does more than call its layers in a chain; "
+                             "it cannot be stored in a run directory")
+    return {"layers": layers}
+
+
+# ----- the recorded agent ------------------------------------------------------------------------
+def save_agent(agent: Agent, run_dir: Path) -> None:
+    """The agent's networks as descriptions and weights; a value network that cannot be
+    described is left out (the run then shows no value)."""
+    shape = agent.observation_shape
+    value = None
+    if agent.value_network is not None:
+        try:
+            value = describe(agent.value_network, shape)
+        except ValueError:
+            value = None
+    weights = {"network": {k: v.detach().cpu() for k, v in agent.network.state_dict().items()}}
+    if value is not None:
+        weights["value_network"] = {k: v.detach().cpu() for k, v in agent.value_network.state_dict().items()}
+    with atomic_path(run_dir / WEIGHTS_FILE) as tmp:
+        torch.save(weights, tmp)
+    spec = {"format": FORMAT, "network": describe(agent.network, shape), "value_network": value,
+            "kind": agent.kind, "action_meanings": list(agent.action_meanings), "scale": agent.scale,
+            "observation_shape": list(shape), "card": agent.card,
+            "weights_sha256": hashlib.sha256((run_dir / WEIGHTS_FILE).read_bytes()).hexdigest()}
+    write_json(run_dir / AGENT_FILE, spec)
+
+
+def load_agent(run_dir: str | Path) -> Agent:
+    """The agent recorded in ``run_dir``, without unpickling anything."""
+    run_dir = Path(run_dir)
+    spec_path, weights_path = run_dir / AGENT_FILE, run_dir / WEIGHTS_FILE
+    if not spec_path.exists():
+        if (run_dir / OLD_AGENT_FILE).exists():
+            raise RunError(
+                f"{run_dir} was recorded by an older rl-insens that stored the agent as a Python pickle "
+                f"({OLD_AGENT_FILE}), which is not opened because loading it could run any code; "
+                f"record the run again with `rl-insens record --agent AGENT --out VIDEO.mp4`")
+        raise RunError(f"{run_dir} holds no {AGENT_FILE}; record a run with `rl-insens record`")
+    try:
+        spec = json.loads(spec_path.read_text())
+        digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+        if digest != spec["weights_sha256"]:
+            raise RunError(f"{weights_path} is damaged: it does not match the sha256 in {AGENT_FILE}")
+        weights = torch.load(weights_path, map_location="cpu", weights_only=True)
+        network = ChainNetwork(spec["network"]["layers"])
+        network.load_state_dict(weights["network"])
+        value = None
+        if spec.get("value_network"):
+            value = ChainNetwork(spec["value_network"]["layers"])
+            value.load_state_dict(weights["value_network"])
+            value.eval()
+        card = {**(spec.get("card") or {}), "observation_shape": spec["observation_shape"]}
+        settings = AtariSettings.from_dict(card["environment"]) if card.get("environment") else None
+        return Agent(network.eval(), spec["action_meanings"], spec["kind"], value, card, spec["scale"],
+                     settings)
+    except RunError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile,
+            pickle.UnpicklingError) as error:
+        raise RunError(f"cannot read the agent recorded in {run_dir} ({type(error).__name__}: "
+                       f"{str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+# ----- frames ----------------------------------------------------------------------------------------
+def chunk_name(index: int) -> str:
+    return f"chunk_{index:05d}.npz"
+
+
+def write_npz(path: Path, **arrays) -> None:
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+
+
+def write_meta(run_dir: Path, meta: dict) -> None:
+    write_json(run_dir / META_FILE, {**meta, "format": FORMAT})
+
+
+def read_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (all, or those named), or a :class:`RunError` naming the file."""
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in (data.files if keys is None else keys)}
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing; the run directory is incomplete") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise RunError(f"{path} is damaged or cut short ({type(error).__name__}: {error})") from None
+
+
+def read_meta(run_dir: Path) -> dict:
+    path = run_dir / META_FILE
+    try:
+        meta = json.loads(path.read_text())
+        list(meta["chunks"]), meta["methods"]  # noqa: B018 (present, or a KeyError below)
+    except FileNotFoundError:
+        raise RunError(f"{run_dir} is not a run directory: it has no {META_FILE}; "
+                       "record one with `rl-insens record`") from None
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise RunError(f"{run_dir} is not a readable run directory: its {META_FILE} is damaged "
+                       f"({type(error).__name__}: {error})") from None
+    return meta
