@@ -43,6 +43,24 @@ class SwitchedNetwork:
                         self.activities[i] = h
         self.output = h
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.output.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.output.device
+
+    def rows(self, rows: slice) -> SwitchedNetwork:
+        """The state of samples ``rows`` alone, sharing this one's recorded tensors."""
+        part = object.__new__(SwitchedNetwork)
+        part.chain, part.batch = self.chain, len(range(*rows.indices(self.batch)))
+        part.masks = {k: v[rows] for k, v in self.masks.items()}
+        part.winners = {k: v[rows] for k, v in self.winners.items()}
+        part.activities = {k: v[rows] for k, v in self.activities.items()}
+        part.output = self.output[rows]
+        return part
+
     # ----- the switched linear map, one link at a time ------------------------------------
     def push_link(self, i: int, t: torch.Tensor) -> torch.Tensor:
         """Tangents ``[B, T, *in]`` through link ``i`` of the linearised network."""
