@@ -11,6 +11,7 @@ would be worse than no map.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,10 @@ AFFINE = (nn.Conv2d, nn.Linear)
 RESHAPING = (nn.Flatten, nn.Identity, nn.Dropout)
 """Layers that move values but change none (dropout only in eval mode)."""
 SUPPORTED = AFFINE + RESHAPING + (nn.ReLU, nn.MaxPool2d, nn.ZeroPad2d)
+
+
+_tracing = threading.Lock()
+"""One trace at a time: hooks are per module, so two traces of one model would see each other."""
 
 
 class UnsupportedModelError(TypeError):
@@ -102,8 +107,12 @@ def read_chain(model: nn.Module, in_shape: tuple[int, ...], device=None, dtype=N
     calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
     problems: list[str] = []
 
+    tracer = threading.get_ident()
+
     def record(name):
         def hook(module, args, kwargs, output):
+            if threading.get_ident() != tracer:
+                return  # another thread's forward pass through the same model
             if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
                 problems.append(f"module {name!r} is called with other than one tensor")
             elif not isinstance(output, torch.Tensor):
@@ -116,20 +125,21 @@ def read_chain(model: nn.Module, in_shape: tuple[int, ...], device=None, dtype=N
     # Leaves do the work; an empty container just hands its input on.
     leaves = [(n, m) for n, m in model.named_modules()
               if not list(m.children()) and not isinstance(m, (nn.Sequential, nn.ModuleList))]
-    hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in leaves]
     if not leaves:
         raise UnsupportedModelError("model has no layers")
     param = next(model.parameters(), None)
     x = torch.zeros(1, *in_shape, device=device if device is not None or param is None else param.device,
                     dtype=dtype if dtype is not None or param is None else param.dtype)
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except RuntimeError as error:
-        raise ValueError(f"the model cannot take an input of shape {list(in_shape)}: {error}") from None
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with _tracing:
+        hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in leaves]
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except RuntimeError as error:
+            raise ValueError(f"the model cannot take an input of shape {list(in_shape)}: {error}") from None
+        finally:
+            for hook in hooks:
+                hook.remove()
     if problems:
         raise UnsupportedModelError(problems[0])
     if not calls:

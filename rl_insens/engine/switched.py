@@ -38,7 +38,7 @@ class SwitchedNetwork:
                         return_indices=True,
                     )
                 else:
-                    h = m(h)
+                    h = m.forward(h)  # not m(h): hooks other callers set are not the model
                     if link.is_affine:
                         self.activities[i] = h
         self.output = h
