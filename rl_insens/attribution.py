@@ -19,8 +19,7 @@ from zennit.core import Composite
 from zennit.rules import AlphaBeta, Epsilon, ZBox, ZPlus
 from zennit.types import Convolution, Linear
 
-from .engine import insens
-from .engine.projection import checked_chain
+from .engine import SwitchedModel, session_of
 
 IG_STEPS = 50
 """Integrated-gradients steps along the straight path from the all-zero baseline."""
@@ -74,7 +73,7 @@ def _deep_taylor(model, x, target):
 
 
 def _insens(model, x, target):
-    return insens(model, x)
+    return session_of(model)(x).insens()
 
 
 METHODS: dict[str, Method] = {
@@ -88,7 +87,7 @@ METHODS: dict[str, Method] = {
 
 
 def attribute(
-    model: nn.Module,
+    model: nn.Module | SwitchedModel,
     x: torch.Tensor,
     method: str,
     target: int | torch.Tensor | None = None,
@@ -97,23 +96,27 @@ def attribute(
 
     ``target`` (an output index, or one per sample) defaults to each sample's arg-max output;
     Insens needs none. Methods: ``insens``, ``gradient``, ``integrated_gradients``,
-    ``lrp_epsilon``, ``lrp_alpha1beta0``, ``deep_taylor``.
+    ``lrp_epsilon``, ``lrp_alpha1beta0``, ``deep_taylor``. ``model`` may be an engine session
+    (:class:`~rl_insens.engine.SwitchedModel`): its forward pass at ``x`` then gives the
+    default target and Insens, shared with whatever else asked it about ``x``.
 
     >>> maps = attribute(RLNet().eval(), frames, "lrp_epsilon")
+    >>> session = SwitchedModel(agent.network); view = session(x)
+    >>> logits, insens = view.logits, attribute(session, x, "insens")   # one forward pass
     """
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose from {sorted(METHODS)}")
-    checked_chain(model, x, batched=True)  # the same model and input checks for every method
-    with torch.no_grad():
-        n_outputs = model(x[:1]).shape[1]
-        if target is None:
-            target = model(x).argmax(1)
+    session = session_of(model)
+    view = session(x)  # the same model and input checks for every method
+    if target is None:
+        target = view.logits.argmax(1)
     target = torch.as_tensor(target, device=x.device)
     if target.is_floating_point() or target.dim() > 1 or target.numel() not in (1, x.shape[0]):
         raise ValueError(f"target must be one output index or one per sample ({x.shape[0]}), "
                          f"got {target.dtype} of shape {list(target.shape)}")
     target = target.long().expand(x.shape[0]).clone()
+    n_outputs = view.logits.shape[1]
     if target.min() < 0 or target.max() >= n_outputs:
         raise ValueError(f"target must lie in 0..{n_outputs - 1}, the model's outputs; got {target.tolist()}")
-    result = METHODS[method](model, x, target)
+    result = METHODS[method](session if method == "insens" else session.model, x, target)
     return result.detach()

@@ -11,6 +11,7 @@ would be worse than no map.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,10 @@ AFFINE = (nn.Conv2d, nn.Linear)
 RESHAPING = (nn.Flatten, nn.Identity, nn.Dropout)
 """Layers that move values but change none (dropout only in eval mode)."""
 SUPPORTED = AFFINE + RESHAPING + (nn.ReLU, nn.MaxPool2d, nn.ZeroPad2d)
+
+
+_tracing = threading.Lock()
+"""One trace at a time: hooks are per module, so two traces of one model would see each other."""
 
 
 class UnsupportedModelError(TypeError):
@@ -92,15 +97,22 @@ def _check_module(name: str, module: nn.Module) -> None:
         raise UnsupportedModelError(f"module {label} returns indices; the chain must pass tensors")
 
 
-def read_chain(model: nn.Module, in_shape: tuple[int, ...], device=None) -> Chain:
-    """Trace ``model`` on a zero input of per-sample shape ``in_shape`` and return its chain."""
+def read_chain(model: nn.Module, in_shape: tuple[int, ...], device=None, dtype=None) -> Chain:
+    """Trace ``model`` on a zero input of per-sample shape ``in_shape`` and return its chain.
+
+    The probe has the model's own dtype and device unless told otherwise.
+    """
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
     calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
     problems: list[str] = []
 
+    tracer = threading.get_ident()
+
     def record(name):
         def hook(module, args, kwargs, output):
+            if threading.get_ident() != tracer:
+                return  # another thread's forward pass through the same model
             if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
                 problems.append(f"module {name!r} is called with other than one tensor")
             elif not isinstance(output, torch.Tensor):
@@ -113,18 +125,21 @@ def read_chain(model: nn.Module, in_shape: tuple[int, ...], device=None) -> Chai
     # Leaves do the work; an empty container just hands its input on.
     leaves = [(n, m) for n, m in model.named_modules()
               if not list(m.children()) and not isinstance(m, (nn.Sequential, nn.ModuleList))]
-    hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in leaves]
     if not leaves:
         raise UnsupportedModelError("model has no layers")
-    x = torch.zeros(1, *in_shape, device=device)
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except RuntimeError as error:
-        raise ValueError(f"the model cannot take an input of shape {list(in_shape)}: {error}") from None
-    finally:
-        for hook in hooks:
-            hook.remove()
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, *in_shape, device=device if device is not None or param is None else param.device,
+                    dtype=dtype if dtype is not None or param is None else param.dtype)
+    with _tracing:
+        hooks = [m.register_forward_hook(record(n), with_kwargs=True) for n, m in leaves]
+        try:
+            with torch.no_grad():
+                out = model(x)
+        except RuntimeError as error:
+            raise ValueError(f"the model cannot take an input of shape {list(in_shape)}: {error}") from None
+        finally:
+            for hook in hooks:
+                hook.remove()
     if problems:
         raise UnsupportedModelError(problems[0])
     if not calls:
@@ -154,21 +169,36 @@ def read_chain(model: nn.Module, in_shape: tuple[int, ...], device=None) -> Chai
     return chain
 
 
-def check_input(chain: Chain, x: torch.Tensor, model: nn.Module, batched: bool) -> None:
-    """Reject inputs the engine would silently mis-handle, saying what would be accepted."""
+ENGINE_DTYPES = (torch.float32, torch.float64)
+"""The engine computes in the model's dtype: float32, or float64 for reference checks."""
+
+
+def check_input(model: nn.Module, x: torch.Tensor, batched: bool) -> None:
+    """Reject inputs the engine would silently mis-handle, saying what would be accepted.
+
+    Runs before the model is traced, so that a wrong dtype or device gets its own message
+    rather than whatever the first layer says about it.
+    """
+    if not isinstance(model, nn.Module):
+        raise UnsupportedModelError(f"expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"input must be a torch.Tensor, got {type(x).__name__}")
-    expected = ("[B, " if batched else "[") + ", ".join(map(str, chain.in_shape)) + "]"
-    shape = tuple(x.shape[1:]) if batched else tuple(x.shape)
-    if shape != chain.in_shape or (batched and x.dim() != len(chain.in_shape) + 1):
-        raise ValueError(f"input has shape {list(x.shape)}; the model takes {expected}")
-    if x.dtype != torch.float32:
-        raise ValueError(f"input has dtype {x.dtype}; the engine works in torch.float32 "
-                         "(convert uint8 frames with x.float() / 255)")
+    if batched and x.dim() < 2:
+        raise ValueError(f"expected a batch [B, *input], got shape {list(x.shape)}")
+    if batched and x.shape[0] == 0:
+        raise ValueError(f"the batch is empty (shape {list(x.shape)}); give at least one input")
     param = next(model.parameters(), None)
+    dtype = torch.float32 if param is None else param.dtype
+    if any(p.dtype != dtype for p in model.parameters()):
+        raise ValueError(f"model parameters mix dtypes {sorted({str(p.dtype) for p in model.parameters()})}; "
+                         "the engine works in one")
+    if dtype not in ENGINE_DTYPES:
+        raise ValueError(f"model parameters are {dtype}; the engine works in torch.float32 or torch.float64 "
+                         "(convert the model with model.float())")
+    if x.dtype != dtype:
+        raise ValueError(f"input has dtype {x.dtype}; the model is {dtype}, and the engine works in the "
+                         f"model's dtype (convert uint8 frames with x.to({dtype}) / 255)")
     if param is not None and param.device != x.device:
         raise ValueError(f"input is on {x.device} but the model is on {param.device}")
-    if param is not None and param.dtype != torch.float32:
-        raise ValueError(f"model parameters are {param.dtype}; the engine works in float32")
     if not torch.isfinite(x).all():
         raise ValueError("input contains NaN or infinite values")

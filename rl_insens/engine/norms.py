@@ -142,7 +142,7 @@ def plan_cut(net: SwitchedNetwork, max_memory: int) -> int:
 # dimension of a contiguous tensor, and the norms reduce the middle ones, with no transposes.
 def _input_patches(valid: torch.Tensor, channels: int, batch: int) -> torch.Tensor:
     """Each input unit's ŵ as a 1x1 patch: the unit vector of its channel (zero on padding)."""
-    eye = torch.eye(channels, device=valid.device).view(1, 1, 1, channels, 1, 1, channels)
+    eye = torch.eye(channels, device=valid.device, dtype=valid.dtype).view(1, 1, 1, channels, 1, 1, channels)
     patches = eye * valid[0, 0][None, :, :, None, None, None, None]
     return patches.expand(batch, *patches.shape[1:]).clone()
 
@@ -247,8 +247,8 @@ def _patch_stage(net: SwitchedNetwork, n_links: int, norms: dict, rows: slice):
     """
     chain = net.chain
     B = rows.stop - rows.start
-    device = next(iter(net.activities.values())).device
-    valid = torch.ones(1, 1, *chain.in_shape[1:], device=device)  # while P is None: the input itself
+    # While P is None the patches are the input's own unit vectors, 1 on the image, 0 on padding.
+    valid = torch.ones(1, 1, *chain.in_shape[1:], device=net.device, dtype=net.dtype)
     P, pad, active = None, (0, 0, 0, 0), None
     geo = Geometry((1, 1), (1, 1), (0, 0))
     geos = _geometries(net, n_links)
@@ -334,16 +334,6 @@ def _slots(group: torch.Tensor, n_groups: int) -> torch.Tensor:
 
 
 # ----- after the cut ---------------------------------------------------------------------
-class _RowsView(SwitchedNetwork):
-    """Some samples' state, sharing the parent's recorded masks and winners."""
-
-    def __init__(self, net: SwitchedNetwork, rows: slice) -> None:  # noqa: D107 (no forward pass)
-        self.chain, self.batch = net.chain, rows.stop - rows.start
-        self.masks = {k: v[rows] for k, v in net.masks.items()}
-        self.winners = {k: v[rows] for k, v in net.winners.items()}
-        self.activities = {k: v[rows] for k, v in net.activities.items()}
-
-
 @dataclass(frozen=True)
 class _CutUnits:
     """The active cut units of a batch: sample ``b``, channel ``c`` and position ``(y, x)`` of
@@ -436,7 +426,7 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict
     columns of H are zero, so they add nothing).
     """
     chain = net.chain
-    view = _RowsView(net, rows)
+    view = net.rows(rows)
     if active is None:  # units whose ŵ is not zero (one with ŵ = 0 would only add a zero row)
         active = patches.square().sum((3, 4, 5)) > 0
     units = _CutUnits.of(active.permute(0, 3, 1, 2))  # [B, C, H, W]
@@ -476,6 +466,7 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict
             norms[i][rows] = torch.where(wanted, forms, 0.0).view_as(norms[i][rows])
 
 
+@torch.no_grad()
 def squared_norms(
     net: SwitchedNetwork, max_memory: int, cut: int | None = None, all_neurons: bool = False
 ) -> dict[int, torch.Tensor]:
@@ -486,8 +477,7 @@ def squared_norms(
     """
     chain = net.chain
     B = net.batch
-    device = next(iter(net.activities.values())).device
-    norms = {i: torch.zeros(B, *chain.links[i].out_shape, device=device) for i in chain.hidden_indices}
+    norms = {i: net.output.new_zeros(B, *chain.links[i].out_shape) for i in chain.hidden_indices}
     cut = plan_cut(net, max_memory) if cut is None else cut
     if cut not in valid_cuts(net):
         raise ValueError(f"cannot cut at {cut}; valid cuts: {valid_cuts(net)}")
@@ -523,7 +513,7 @@ def _bytes_per_sample(net: SwitchedNetwork, cut: int) -> int:
     n = int(mask.flatten(1).sum(1).max()) if mask is not None else c * h * w
     later = [chain.links[i] for i in range(cut, max(hidden) + 1) if chain.links[i].is_affine]
     if not later:
-        return 4 * patch_floats
+        return net.output.element_size() * patch_floats
     widest = max(math.prod(link.out_shape) for link in later)
     local = 0
     for link in later:
@@ -531,7 +521,7 @@ def _bytes_per_sample(net: SwitchedNetwork, cut: int) -> int:
             field = min(c * h * w, link.module.in_channels * math.prod(_pair(link.module.kernel_size)))
             local = max(local, math.prod(link.out_shape[1:]) * (field * n // (c * h * w) + 1) ** 2)
     gram_floats = 4 * patches[-1] + n * n + 3 * n * widest + 2 * local
-    return 4 * max(patch_floats, gram_floats)
+    return net.output.element_size() * max(patch_floats, gram_floats)
 
 
 def _forward_from_input(net: SwitchedNetwork, max_memory: int, norms: dict) -> None:
@@ -539,12 +529,12 @@ def _forward_from_input(net: SwitchedNetwork, max_memory: int, norms: dict) -> N
     chain = net.chain
     hidden = set(chain.hidden_indices)
     d = math.prod(chain.in_shape)
-    device = next(iter(net.activities.values())).device
+    device = net.device
     widest = max(math.prod(link.in_shape) + math.prod(link.out_shape) for link in chain.links)
-    chunk = max(1, max_memory // (4 * 2 * widest * net.batch))
+    chunk = max(1, max_memory // (net.output.element_size() * 2 * widest * net.batch))
     for start in range(0, d, chunk):
         T = min(chunk, d - start)
-        t = torch.zeros(net.batch, T, d, device=device)
+        t = torch.zeros(net.batch, T, d, device=device, dtype=net.dtype)
         t[:, torch.arange(T, device=device), torch.arange(start, start + T, device=device)] = 1.0
         t = t.view(net.batch, T, *chain.in_shape)
         for i in range(max(hidden) + 1):

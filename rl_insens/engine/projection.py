@@ -6,10 +6,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from .chain import Chain, check_input, read_chain
-from .precision import ieee_float32
+from .chain import Chain
 from .switched import SwitchedNetwork
 
 DEFAULT_MAX_MEMORY = {"cpu": 256 << 20, "cuda": 4 << 30}
@@ -27,24 +25,10 @@ def resolve_max_memory(max_memory: int | None, device: torch.device) -> int:
     return int(max_memory)
 
 
-def checked_chain(model: nn.Module, x: torch.Tensor, batched: bool) -> Chain:
-    """The model's chain for inputs shaped like ``x``, after checking both (the engine's gate)."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"input must be a torch.Tensor, got {type(x).__name__}")
-    if batched and x.dim() < 2:
-        raise ValueError(f"expected a batch [B, *input], got shape {list(x.shape)}")
-    if batched and x.shape[0] == 0:
-        raise ValueError(f"the batch is empty (shape {list(x.shape)}); pass at least one input")
-    shape = tuple(x.shape[1:]) if batched else tuple(x.shape)
-    chain = read_chain(model, shape, device=x.device)
-    check_input(chain, x, model, batched)
-    return chain
-
-
-def vectors_per_chunk(chain: Chain, batch: int, max_memory: int) -> int:
+def vectors_per_chunk(chain: Chain, batch: int, max_memory: int, item_size: int = 4) -> int:
     """How many vectors per sample fit in ``max_memory`` bytes along the whole chain."""
     widest = max(math.prod(link.in_shape) + math.prod(link.out_shape) for link in chain.links)
-    return max(1, max_memory // (4 * 2 * widest * batch))
+    return max(1, max_memory // (item_size * 2 * widest * batch))
 
 
 @dataclass
@@ -89,36 +73,25 @@ class SwitchedProjection:
 
 
 @torch.no_grad()
-@ieee_float32()
-def switched_projection(
-    model: nn.Module,
-    x: torch.Tensor,
-    layer: str,
-    neurons: torch.Tensor | list[int] | int | None = None,
-    max_memory: int | None = None,
+def project(
+    net: SwitchedNetwork, x: torch.Tensor, layer: str, neurons: torch.Tensor | list[int] | int | None,
+    max_memory: int,
 ) -> SwitchedProjection:
-    """The switched linear projection of neurons of ``layer`` at ONE input ``x`` (no batch dim).
+    """Theorem 1 for neurons of ``layer`` at the one input ``x`` of ``net`` (a one-sample state).
 
-    ``layer`` is a Conv2d/Linear module's name in ``model.named_modules()`` (the output layer
-    is allowed: its projection is the network's exact local linear model); ``neurons`` are flat
-    integer indices into that layer's output or a boolean mask of its size, all of them when None.
-
-    >>> p = switched_projection(net, x, "conv2", neurons=[0, 5])
-    >>> torch.allclose((p.weight * x).flatten(1).sum(1) + p.bias, p.activity)
-    True
+    Each ŵ is the neuron's unit cotangent pulled back through the switched network; b̂ then
+    follows from v = x·ŵ + b̂ (eq. 2).
     """
-    chain = checked_chain(model, x, batched=False)
+    chain = net.chain
     i = chain.index_of(layer)
     size = math.prod(chain.links[i].out_shape)
     neurons = _neuron_indices(neurons, size, layer, x.device)
     if neurons.numel() and (neurons.min() < 0 or neurons.max() >= size):
         raise ValueError(f"neuron indices must lie in [0, {size}) for layer {layer!r}")
-    net = SwitchedNetwork(chain, x.unsqueeze(0))
     activity = net.activity(i).flatten()[neurons]
-    chunk = vectors_per_chunk(chain, 1, resolve_max_memory(max_memory, x.device))
     weights = []
-    for part in neurons.split(chunk):
-        seed = torch.zeros(1, len(part), size, device=x.device)
+    for part in neurons.split(vectors_per_chunk(chain, 1, max_memory, x.element_size())):
+        seed = x.new_zeros(1, len(part), size)
         seed[0, torch.arange(len(part), device=x.device), part] = 1.0
         weights.append(net.pull(seed.view(1, len(part), *chain.links[i].out_shape), i)[0])
     weight = torch.cat(weights) if weights else x.new_zeros(0, *x.shape)
@@ -140,61 +113,3 @@ def _neuron_indices(neurons, size: int, layer: str, device) -> torch.Tensor:
     if neurons.is_floating_point() or neurons.is_complex():
         raise ValueError(f"neurons must be integer indices or a boolean mask, got {neurons.dtype} values")
     return neurons.long().flatten()
-
-
-def decompose(
-    model: nn.Module,
-    x: torch.Tensor,
-    layer: str,
-    neurons: torch.Tensor | list[int] | int | None = None,
-) -> torch.Tensor:
-    """Per-input-component contributions (x − ĉ)·ŵ to each neuron's activity (eq. 5).
-
-    Shape ``[n, *x.shape]``; each neuron's contributions sum to its activity v.
-    """
-    return switched_projection(model, x, layer, neurons).contributions
-
-
-@dataclass
-class LayerState:
-    """One hidden layer at a batch: activities v and which neurons are active (v > 0)."""
-
-    activity: torch.Tensor
-    active: torch.Tensor
-
-    @property
-    def active_fraction(self) -> torch.Tensor:
-        return self.active.flatten(1).float().mean(1)
-
-
-@dataclass
-class NeuronState:
-    """The network's state at a batch, per hidden layer (Table 3 of the paper)."""
-
-    layers: dict[str, LayerState]
-
-    @property
-    def n_neurons(self) -> int:
-        return sum(s.active[0].numel() for s in self.layers.values())
-
-    @property
-    def n_active(self) -> torch.Tensor:
-        """Active hidden neurons per sample, ``[B]``."""
-        return sum(s.active.flatten(1).sum(1) for s in self.layers.values())
-
-    @property
-    def active_fraction(self) -> torch.Tensor:
-        """Fraction of hidden neurons active per sample, ``[B]``."""
-        return self.n_active.float() / self.n_neurons
-
-
-@torch.no_grad()
-@ieee_float32()
-def neuron_state(model: nn.Module, x: torch.Tensor) -> NeuronState:
-    """Activities and active masks of every hidden layer for a batch ``x`` of shape ``[B, *input]``."""
-    chain = checked_chain(model, x, batched=True)
-    net = SwitchedNetwork(chain, x)
-    return NeuronState({
-        chain.links[i].name: LayerState(net.activity(i), net.activity(i) > 0)
-        for i in chain.hidden_indices
-    })

@@ -38,10 +38,28 @@ class SwitchedNetwork:
                         return_indices=True,
                     )
                 else:
-                    h = m(h)
+                    h = m.forward(h)  # not m(h): hooks other callers set are not the model
                     if link.is_affine:
                         self.activities[i] = h
         self.output = h
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.output.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.output.device
+
+    def rows(self, rows: slice) -> SwitchedNetwork:
+        """The state of samples ``rows`` alone, sharing this one's recorded tensors."""
+        part = object.__new__(SwitchedNetwork)
+        part.chain, part.batch = self.chain, len(range(*rows.indices(self.batch)))
+        part.masks = {k: v[rows] for k, v in self.masks.items()}
+        part.winners = {k: v[rows] for k, v in self.winners.items()}
+        part.activities = {k: v[rows] for k, v in self.activities.items()}
+        part.output = self.output[rows]
+        return part
 
     # ----- the switched linear map, one link at a time ------------------------------------
     def push_link(self, i: int, t: torch.Tensor) -> torch.Tensor:
