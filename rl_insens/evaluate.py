@@ -27,7 +27,6 @@ import torch
 from tqdm import tqdm
 
 from .agents import Agent, load_agent
-from .engine import neuron_state
 from .files import write_text
 from .parallel import check_backend, run_unordered
 
@@ -176,7 +175,7 @@ def _play(task: Task, max_steps: int | None) -> dict:
 
     def watch(x: torch.Tensor, action: int) -> None:
         actions[action] += 1
-        for layer, state in neuron_state(agent.network, x).layers.items():
+        for layer, state in agent.session(x).neurons.layers.items():
             active[layer] = active.get(layer, 0.0) + float(state.active_fraction[0])
 
     env = agent.make_env()

@@ -18,7 +18,7 @@ import torch
 
 from .agents import Agent, check_fits, load_agent
 from .attribution import attribute
-from .engine import SwitchedProjection, insens, neuron_state, stability_margin, switched_projection
+from .engine import SwitchedProjection
 from .wrapper import DEFAULT_METHODS, check_methods, resolve_device
 
 
@@ -127,9 +127,13 @@ class Inspection:
         return self.agent.preprocess(self.observation)
 
     @cached_property
+    def view(self):
+        """The engine's answers at this frame, all from one forward pass (:class:`SwitchedView`)."""
+        return self.agent.session(self.x)
+
+    @cached_property
     def logits(self) -> np.ndarray:
-        with torch.no_grad():
-            return self.agent.network(self.x)[0].cpu().numpy()
+        return self.view.logits[0].cpu().numpy()
 
     @property
     def action_probs(self) -> np.ndarray:
@@ -151,7 +155,7 @@ class Inspection:
         """Attribution map of ``method`` (cached), the observation's shape."""
         if method not in self._maps:
             check_methods([method])
-            self._maps[method] = attribute(self.agent.network, self.x, method)[0].cpu().numpy()
+            self._maps[method] = attribute(self.agent.session, self.x, method)[0].cpu().numpy()
         return self._maps[method]
 
     @property
@@ -161,17 +165,17 @@ class Inspection:
     @cached_property
     def neurons(self):
         """Per-layer activity and active mask (:class:`~rl_insens.engine.NeuronState`)."""
-        return neuron_state(self.agent.network, self.x)
+        return self.view.neurons
 
     def projection(self, layer: str, index: int) -> SwitchedProjection:
         """Neuron ``index`` of ``layer`` as a linear map of the frames: ŵ (one image per stacked
         frame), b̂, v and the centre ĉ."""
-        return switched_projection(self.agent.network, self.x[0], layer, [index])
+        return self.view.projection(layer, [index])
 
     @cached_property
     def stability(self) -> tuple[float, tuple[str, int]]:
         """(margin, (layer, index)): distance to the nearest switching hyperplane, and its neuron."""
-        margins, nearest = stability_margin(self.agent.network, self.x)
+        margins, nearest = self.view.stability()
         return float(margins[0]), nearest[0]
 
 
@@ -193,8 +197,7 @@ class WhatIf:
 
     @cached_property
     def insens(self) -> tuple[np.ndarray, np.ndarray]:
-        return (insens(self.original.agent.network, self.original.x)[0].cpu().numpy(),
-                insens(self.edited.agent.network, self.edited.x)[0].cpu().numpy())
+        return (self.original.view.insens()[0].cpu().numpy(), self.edited.view.insens()[0].cpu().numpy())
 
 
 @dataclass

@@ -16,7 +16,6 @@ import torch
 
 from .agents import Agent, check_fits, load_agent
 from .attribution import METHODS, attribute
-from .engine import neuron_state
 
 DEFAULT_METHODS = tuple(METHODS)
 
@@ -78,11 +77,12 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None,
     between calls ``should_stop()`` is asked, and a true answer raises ``KeyboardInterrupt``.
     """
     x = agent.preprocess(np.asarray(observations))
+    view = agent.session(x)  # one forward pass: logits, neuron state, and Insens of the whole batch
+    logits = view.logits
     with torch.no_grad():
-        logits = agent.network(x)
         values = agent.value_network(x)[:, 0].cpu().numpy() if agent.value_network is not None else None
     probs = agent.action_probs(logits)
-    active = neuron_state(agent.network, x).active_fraction.cpu().numpy()
+    active = view.neurons.active_fraction.cpu().numpy()
     results = [
         StepInspection(logits[i].cpu().numpy(), probs[i].cpu().numpy(), int(logits[i].argmax()),
                        None if values is None else float(values[i]), float(active[i]))
@@ -96,7 +96,8 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None,
                 raise KeyboardInterrupt
             part = chosen[start:start + per_call]
             began = time.perf_counter()
-            maps = attribute(agent.network, x[part], method, target=logits.argmax(1)[part])
+            batch = x if len(part) == len(x) else x[part]  # the whole batch reuses its forward pass
+            maps = attribute(agent.session, batch, method, target=logits.argmax(1)[part])
             if x.is_cuda:
                 torch.cuda.synchronize()
             elapsed = (time.perf_counter() - began) / len(part)

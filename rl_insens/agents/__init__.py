@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import gymnasium as gym
@@ -39,6 +40,14 @@ class Agent:
     scale: float = 1 / 255
     settings: AtariSettings | None = None
     """The game and its preprocessing; ``None`` when no source said which game it was."""
+
+    @cached_property
+    def session(self):
+        """The engine's session on the policy network (:class:`~rl_insens.engine.SwitchedModel`):
+        the network read once, and each batch's forward pass shared by every question about it."""
+        from ..engine import SwitchedModel
+
+        return SwitchedModel(self.network)
 
     @property
     def source(self) -> str:

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from .. import render, runs
-from ..engine import neuron_state, stability_margin, switched_projection
 from ..runs import RunError
 
 STATIC = Path(__file__).parent / "static"
@@ -56,7 +55,7 @@ class RunData:
         if self.chunk_starts[-1] != self.n:
             raise RunError(f"{self.dir}: its chunks hold {self.chunk_starts[-1]} frames, steps.npz {self.n}")
         self.layers = {name: int(state.active[0].numel()) for name, state in
-                       neuron_state(self.agent.network, torch.zeros(1, *self.agent.observation_shape))
+                       self.agent.session(torch.zeros(1, *self.agent.observation_shape)).neurons
                        .layers.items()}
         self.analysis: dict[int, dict] = {}
         self.lock = threading.Lock()
@@ -115,7 +114,7 @@ class RunData:
             raise KeyError(f"no hidden layer {layer!r}; layers: {list(self.layers)}")
         if not 0 <= index < self.layers[layer]:
             raise KeyError(f"neuron index must lie in 0..{self.layers[layer] - 1}")
-        p = switched_projection(self.agent.network, self.observation(t)[0], layer, [index])
+        p = self.agent.session(self.observation(t)).projection(layer, [index])
         weight = p.weight[0].cpu().numpy()
         scale = render.robust_scale(weight)
         images = []
@@ -133,8 +132,9 @@ class RunData:
                 self.check_frame(start)
                 first = max(0, start - 1)
                 x = torch.cat([self.observation(t) for t in range(first, stop)])
-                margins, _ = stability_margin(self.agent.network, x)
-                state = neuron_state(self.agent.network, x)
+                view = self.agent.session(x)  # one forward pass for both
+                margins, _ = view.stability()
+                state = view.neurons
                 active = torch.cat([s.active.flatten(1) for s in state.layers.values()], 1)
                 switched = (active[1:] != active[:-1]).sum(1).tolist()
                 changes = ([0] if first == start else []) + switched
