@@ -167,7 +167,12 @@ def record(
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an earlier run (checked above): its chunks must not mix with ours
     (run_dir / runs.CHUNKS).mkdir(parents=True)
-    runs.save_agent(agent, run_dir)
+    try:
+        runs.save_agent(agent, run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir)  # nothing half-written
+        env.close()
+        raise
     meta = {"agent": str((agent.card or {}).get("source", "")), "methods": list(methods), "layout": layout,
             "environment": agent.game.as_dict(), "seed": seed, "every": every,
             "action_meanings": agent.action_meanings, "video": out.name, "chunks": [], "complete": False}

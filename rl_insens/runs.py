@@ -81,7 +81,8 @@ def _build_layer(spec: dict) -> nn.Module:
 def leaves_in_call_order(model: nn.Module, in_shape: tuple[int, ...]) -> list[tuple[str, nn.Module]]:
     """The model's leaf modules in the order one forward pass calls them."""
     calls: list[tuple[str, nn.Module]] = []
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    leaves = [(n, m) for n, m in model.named_modules()  # an empty Sequential only passes x on
+              if not list(m.children()) and not isinstance(m, nn.Sequential)]
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: calls.append((n, m))) for n, m in leaves]
     try:
         with torch.no_grad():

@@ -242,3 +242,18 @@ def test_train_another_game_sizes_rlnet_from_its_actions(tmp_path):
     again = CliRunner().invoke(cli, ["train", "--out-dir", str(run), "--env", "ALE/Pong-v5", "--resume",
                                      *tiny])
     assert again.exit_code == 2 and "plays ALE/Breakout-v5" in again.output
+
+
+def test_record_an_sb3_cnn_agent_with_its_empty_mlp(tmp_path):
+    """SB3's CnnPolicy has an empty ``mlp_extractor``: the run directory stores the chain without it."""
+    from rl_insens.record import record
+    from rl_insens.runs import load_agent as load_run_agent
+
+    PPO("CnnPolicy", FakeAtari(4), n_steps=16, seed=0).save(tmp_path / "agent.zip")
+    agent = load_agent(tmp_path / "agent.zip", env="BreakoutNoFrameskip-v4")
+    result = record(agent, tmp_path / "r.mp4", max_steps=2, methods=["gradient"], progress=False)
+    again = load_run_agent(result.run_dir)
+    obs = observations(3)
+    with torch.no_grad():
+        assert torch.equal(again.network(again.preprocess(obs)), agent.network(agent.preprocess(obs)))
+    assert again.game.env_id == "BreakoutNoFrameskip-v4"

@@ -139,12 +139,13 @@ def load(path: Path, read_zoo: bool = True) -> Agent:
 
     read_chain(network, shape)  # non-ReLU or non-chain networks fail here, by name
     scale = 1 / 255 if getattr(policy, "normalize_images", True) else 1.0
-    card = {"source": str(path), "format": "sb3", "observation_shape": list(shape), "n_actions": actions.n,
+    card = {"source": str(path), "format": "sb3", "observation_shape": list(shape),
+            "n_actions": int(actions.n),
             "steps_trained": raw.get("num_timesteps")}
     settings = zoo_settings(path) if read_zoo else None
     if settings is not None:
         card["environment_from"] = "rl-baselines3-zoo files next to the zip"
-    return Agent(network, generic_meanings(actions.n), kind, value, card, scale, settings)
+    return Agent(network, generic_meanings(int(actions.n)), kind, value, card, scale, settings)
 
 
 def _network(policy) -> tuple[nn.Module, nn.Module | None, str]:
