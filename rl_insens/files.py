@@ -15,6 +15,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """A temporary path to write ``target``'s content to; it becomes ``target`` on success.
@@ -25,6 +34,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix or None)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # as an ordinary new file gets, not mkstemp's owner-only 0600
     os.close(fd)
     tmp = Path(name)
     try:

@@ -541,3 +541,13 @@ def test_inspector_keeps_the_agents_time_limit():
     assert ins.t == 3 and ins.done
     ins.back(2)
     assert not ins.done
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    from rl_insens.files import write_text
+
+    write_text(tmp_path / "a.txt", "x")
+    (tmp_path / "b.txt").write_text("x")
+    assert os.stat(tmp_path / "a.txt").st_mode == os.stat(tmp_path / "b.txt").st_mode
