@@ -4,6 +4,7 @@ from . import bench
 from .agents import Agent, load_agent
 from .attribution import METHODS, attribute
 from .engine import (
+    SwitchedModel,
     UnsupportedModelError,
     decompose,
     insens,
@@ -23,6 +24,7 @@ __all__ = [
     "METHODS",
     "RLNet",
     "TwoConv",
+    "SwitchedModel",
     "UnsupportedModelError",
     "Inspector",
     "InsensWrapper",

@@ -11,8 +11,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt" || true
 timeout 300 "$python" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_errors.py -k "cuda or insens" \
     2>&1 | tee "$out/pytest_cuda.txt" && tests=0 || tests=$?
-"$python" scripts/bench_engine.py --quick --device cuda --batch 16 --batch 64 \
-    --mnist-dir "${MNIST_DIR:-../shared/data/mnist}" --json-out "$out/bench_cuda.json" \
-    --profile-out "$out/profile_cuda.txt" 2>&1 | tee "$out/bench_cuda.txt"
+"$python" scripts/bench_engine.py --device cuda --batch 64 \
+    --mnist-dir "${MNIST_DIR:-../shared/data/mnist}" --json-out "$out/bench_cuda.json" 2>&1 | tee "$out/bench_cuda.txt"
 "$python" scripts/sweep_gpu_memory.py "$out" 2>&1 | tee "$out/insens_batch_memory_sweep.txt"
 [ "$tests" = 0 ] || { echo "CUDA tests failed (exit $tests): see $out/pytest_cuda.txt"; exit "$tests"; }

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-from bench_engine import median_time, pong_frames
+from bench_engine import greedy_frames, median_time
 
 import rl_insens as ri
 
@@ -27,8 +27,9 @@ def main(out_dir: Path) -> None:
     if not torch.cuda.is_available():
         sys.exit("no CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    frames = pong_frames(max(BATCHES), seed=0)
-    agent = ri.load_agent("agents/pong_rlnet").network.eval()
+    loaded = ri.load_agent("agents/pong_rlnet")
+    frames = greedy_frames(loaded, max(BATCHES))
+    agent = loaded.network.eval()
     on_cpu = ri.insens(agent, frames[:8])
     gpu, x = agent.cuda(), frames.cuda()
     error = float((ri.insens(gpu, x[:8]).cpu() - on_cpu).abs().max() / on_cpu.abs().max())

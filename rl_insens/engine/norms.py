@@ -406,10 +406,13 @@ def _quadratic_forms(gram: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return forms.view(B, positions, -1).transpose(1, 2).reshape(B, -1)
 
 
-def _push_linear_sparse(linear: nn.Linear, t: torch.Tensor) -> torch.Tensor:
-    """``t @ Wᵀ`` reading only the inputs some row reaches: behind a ReLU most are switched off."""
+def _push_linear_sparse(linear: nn.Linear, t: torch.Tensor, outputs: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """``t @ Wᵀ`` reading only the inputs some row reaches: behind a ReLU most are switched off.
+    Only the ``outputs`` (indices) are formed when given."""
     reached = (t != 0).flatten(0, 1).any(0).nonzero().squeeze(1)
-    return t[..., reached] @ linear.weight[:, reached].T
+    weight = linear.weight if outputs is None else linear.weight[outputs]
+    return t[..., reached] @ weight[:, reached].T
 
 
 def divmod_tensor(value: torch.Tensor, divisor: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -437,8 +440,12 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict
     real = torch.zeros(B, units.n_max, 1, dtype=patches.dtype, device=patches.device)
     real[units.b, units.number] = 1.0
     shape, t = chain.links[cut - 1].out_shape, None  # unit vectors, kept as indices until an affine layer
-    for i in range(cut, max(chain.hidden_indices) + 1):
+    last = max(chain.hidden_indices)
+    for i in range(cut, last + 1):
         link = chain.links[i]
+        outputs = None  # for the last hidden layer, if linear: the neurons whose norms are wanted
+        if i == last and isinstance(link.module, nn.Linear) and not all_neurons and t is not None:
+            outputs = (view.activity(i) <= 0).any(0).nonzero().squeeze(1)
         if t is None and isinstance(link.module, nn.ZeroPad2d):
             left, _, top, _ = link.module.padding
             plane = shape[1] * shape[2]
@@ -457,12 +464,18 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict
                 t = torch.zeros(B, units.n_max, math.prod(shape), device=patches.device, dtype=patches.dtype)
                 t.scatter_(2, positions[..., None], real)
                 t = t.view(B, units.n_max, *shape)
-            t = _push_linear_sparse(link.module, t) if isinstance(link.module, nn.Linear) \
-                else view.push_link(i, t)
+            if isinstance(link.module, nn.Linear) and outputs is not None:
+                t = _push_linear_sparse(link.module, t, outputs)  # nothing is pushed further
+            elif isinstance(link.module, nn.Linear):
+                t = _push_linear_sparse(link.module, t)
+            else:
+                t = view.push_link(i, t)
         if link.is_affine and i in net.chain.hidden_indices:
-            forms = _quadratic_forms(gram, t)
-            wanted = torch.ones_like(forms, dtype=torch.bool) if all_neurons else \
+            wanted = torch.ones_like(view.activity(i).flatten(1), dtype=torch.bool) if all_neurons else \
                 view.activity(i).flatten(1) <= 0
+            forms = _quadratic_forms(gram, t)
+            if outputs is not None:  # the last layer's forms: only for neurons some sample needs
+                forms = forms.new_zeros(wanted.shape).index_copy_(1, outputs, forms)
             norms[i][rows] = torch.where(wanted, forms, 0.0).view_as(norms[i][rows])
 
 
