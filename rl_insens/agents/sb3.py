@@ -192,7 +192,7 @@ _ZooLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.Or
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.load(path.read_text(), Loader=_ZooLoader)  # noqa: S506 (a safe loader)
+        data = yaml.load(path.read_text(), Loader=_ZooLoader)  # safe-load: a SafeLoader subclass
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise GameError(f"{path} is not readable YAML ({first}); pass --env to name the game") from None
