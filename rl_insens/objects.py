@@ -72,10 +72,6 @@ def objects_of(game: str) -> tuple[GameObject, ...]:
     return OBJECTS[game]
 
 
-def screen_boxes(game: str, ram: np.ndarray) -> dict[str, tuple[int, int, int, int]]:
-    return {o.name: o.box(ram) for o in objects_of(game)}
-
-
 def observation_mask(boxes, screen_shape: tuple[int, int], size: int = 84) -> np.ndarray:
     """The boxes (screen coordinates) as a mask over a ``size`` x ``size`` observation frame.
 
