@@ -167,10 +167,10 @@ def test_max_memory_sets_how_many_frames_go_at_once(monkeypatch):
     from rl_insens.engine import norms
 
     chunks = []
-    patch_stage = norms._patch_stage
-    monkeypatch.setattr(norms, "_patch_stage",
-                        lambda net, cut, found, rows: chunks.append(rows.stop - rows.start)
-                        or patch_stage(net, cut, found, rows))
+    chunk_norms = norms._chunk_norms
+    monkeypatch.setattr(norms, "_chunk_norms",
+                        lambda net, cut, found, rows, every: chunks.append(rows.stop - rows.start)
+                        or chunk_norms(net, cut, found, rows, every))
     torch.manual_seed(0)
     model = ri.RLNet().eval()
     for layer in (model.conv1, model.conv2, model.conv3, model.fc1):

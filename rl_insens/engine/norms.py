@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .switched import SwitchedNetwork
+from .window_gram import (conv_pair_norms_and_gram, conv_then_linear_forms, match_conv_pair,
+                          match_conv_then_linear, window_floats)
 
 CACHE_BLOCK_BYTES = 2 << 20
 """Size of the pieces of a patch tensor built at once (well inside a core's L2 cache)."""
@@ -387,7 +389,9 @@ def _quadratic_forms(gram: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     product): the dense ``H @ U`` would mostly multiply zeros.
     """
     B, units = t.shape[:2]
-    if t.dim() != 5 or units == 0:
+    if units == 0:  # no active unit at the cut: every later ŵ is zero
+        return t.new_zeros(B, math.prod(t.shape[2:]))
+    if t.dim() != 5:
         columns = t.reshape(B, units, -1)
         return (torch.bmm(gram, columns) * columns).sum(1)
     columns = t.flatten(3)  # [B, T, O, P]
@@ -419,8 +423,8 @@ def divmod_tensor(value: torch.Tensor, divisor: int) -> tuple[torch.Tensor, torc
     return torch.div(value, divisor, rounding_mode="floor"), torch.remainder(value, divisor)
 
 
-def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict, rows: slice,
-               all_neurons: bool) -> None:
+def _after_cut(net: SwitchedNetwork, cut: int, gram: torch.Tensor, units: _CutUnits, norms: dict,
+               rows: slice, all_neurons: bool) -> None:
     """uᵀ H u for every later hidden neuron, u its row of the map from the cut's active units.
 
     The rows come from pushing the active units' unit vectors forward: the first affine layer's
@@ -430,14 +434,10 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict
     """
     chain = net.chain
     view = net.rows(rows)
-    if active is None:  # units whose ŵ is not zero (one with ŵ = 0 would only add a zero row)
-        active = patches.square().sum((3, 4, 5)) > 0
-    units = _CutUnits.of(active.permute(0, 3, 1, 2))  # [B, C, H, W]
-    gram = _active_gram(patches, geo, units)
     B, (_, H, W) = view.batch, chain.links[cut - 1].out_shape
-    positions = torch.zeros(B, units.n_max, dtype=torch.long, device=patches.device)
+    positions = torch.zeros(B, units.n_max, dtype=torch.long, device=gram.device)
     positions[units.b, units.number] = (units.c * H + units.y) * W + units.x  # padding: unit 0
-    real = torch.zeros(B, units.n_max, 1, dtype=patches.dtype, device=patches.device)
+    real = torch.zeros(B, units.n_max, 1, dtype=gram.dtype, device=gram.device)
     real[units.b, units.number] = 1.0
     shape, t = chain.links[cut - 1].out_shape, None  # unit vectors, kept as indices until an affine layer
     last = max(chain.hidden_indices)
@@ -461,7 +461,7 @@ def _after_cut(net: SwitchedNetwork, cut: int, patches, geo, active, norms: dict
             t = t * real.view(B, -1, *[1] * (t.dim() - 2))
         else:
             if t is None:  # anything else: materialise the unit vectors and push them
-                t = torch.zeros(B, units.n_max, math.prod(shape), device=patches.device, dtype=patches.dtype)
+                t = torch.zeros(B, units.n_max, math.prod(shape), device=gram.device, dtype=gram.dtype)
                 t.scatter_(2, positions[..., None], real)
                 t = t.view(B, units.n_max, *shape)
             if isinstance(link.module, nn.Linear) and outputs is not None:
@@ -500,12 +500,34 @@ def squared_norms(
     fits = max(1, max_memory // _bytes_per_sample(net, cut))
     per_chunk = math.ceil(B / math.ceil(B / fits))  # equal chunks: 16 as 8 + 8, not 13 + 3
     for start in range(0, B, per_chunk):
-        rows = slice(start, min(B, start + per_chunk))
-        P, geo, active = _patch_stage(net, cut, norms, rows)
-        if cut > max(chain.hidden_indices):
-            continue
-        _after_cut(net, cut, P, geo, active, norms, rows, all_neurons)
+        _chunk_norms(net, cut, norms, slice(start, min(B, start + per_chunk)), all_neurons)
     return norms
+
+
+def _chunk_norms(net: SwitchedNetwork, cut: int, norms: dict, rows: slice, all_neurons: bool) -> None:
+    """The norms of samples ``rows``: windows over the first layer's Gram where the chain starts
+    with two convs and the cut follows them, receptive-field patches otherwise."""
+    pair = match_conv_pair(net)
+    if pair is not None and cut == pair.cut:
+        mask = net.masks[cut - 1][rows]
+        units = _CutUnits.of(mask)
+        number = torch.full(mask.shape, units.n_max, device=net.device)
+        number[units.b, units.c, units.y, units.x] = units.number
+        gram = conv_pair_norms_and_gram(net, pair, norms, rows, number, units.n_max)
+        layers = match_conv_then_linear(net, cut)
+        if layers is not None:
+            conv_then_linear_forms(net, cut, layers, gram, number, norms, rows, all_neurons)
+            return
+        gram = gram[:, :-1, :-1]
+    else:
+        P, geo, active = _patch_stage(net, cut, norms, rows)
+        if cut > max(net.chain.hidden_indices):
+            return
+        if active is None:  # units whose ŵ is not zero (one with ŵ = 0 would only add a zero row)
+            active = P.square().sum((3, 4, 5)) > 0
+        units = _CutUnits.of(active.permute(0, 3, 1, 2))  # [B, C, H, W]
+        gram = _active_gram(P, geo, units)
+    _after_cut(net, cut, gram, units, norms, rows, all_neurons)
 
 
 def _bytes_per_sample(net: SwitchedNetwork, cut: int) -> int:
@@ -516,6 +538,9 @@ def _bytes_per_sample(net: SwitchedNetwork, cut: int) -> int:
     it, H for the most active cut units any sample has, three copies of the pushed columns,
     and the per-position local Grams of the conv layers.
     """
+    pair = match_conv_pair(net)
+    if pair is not None and cut == pair.cut:
+        return net.output.element_size() * window_floats(net, pair, match_conv_then_linear(net, cut))
     chain, hidden = net.chain, net.chain.hidden_indices
     geos = _geometries(net, cut)
     patches = [chain.in_shape[0] * math.prod(geo.size) * math.prod(link.out_shape)
