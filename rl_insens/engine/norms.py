@@ -27,7 +27,7 @@ from torch import nn
 
 from .switched import SwitchedNetwork
 from .window_gram import (conv_pair_norms_and_gram, conv_then_linear_forms, match_conv_pair,
-                          match_conv_then_linear, window_floats)
+                          match_conv_then_linear, window_floats, windows_of)
 
 CACHE_BLOCK_BYTES = 2 << 20
 """Size of the pieces of a patch tensor built at once (well inside a core's L2 cache)."""
@@ -339,7 +339,7 @@ def _slots(group: torch.Tensor, n_groups: int) -> torch.Tensor:
 @dataclass(frozen=True)
 class _CutUnits:
     """The active cut units of a batch: sample ``b``, channel ``c`` and position ``(y, x)`` of
-    each, numbered ``0..n-1`` within its sample in channel-major order; ``n_max`` the most."""
+    each, numbered ``0..n-1`` within its sample; ``n_max`` the most."""
 
     b: torch.Tensor
     c: torch.Tensor
@@ -349,9 +349,13 @@ class _CutUnits:
     n_max: int
 
     @classmethod
-    def of(cls, active: torch.Tensor) -> _CutUnits:
-        """From the ``[B, C, H, W]`` mask of active units."""
-        b, c, y, x = active.nonzero(as_tuple=True)
+    def of(cls, active: torch.Tensor, position_major: bool = False) -> _CutUnits:
+        """From the ``[B, C, H, W]`` mask of active units; numbered position by position in
+        raster order when ``position_major`` (a row of positions is then a run of numbers)."""
+        if position_major:
+            b, y, x, c = active.permute(0, 2, 3, 1).nonzero(as_tuple=True)
+        else:
+            b, c, y, x = active.nonzero(as_tuple=True)
         number = _slots(b, active.shape[0])
         return cls(b, c, y, x, number, int(number.max()) + 1 if len(number) else 0)
 
@@ -510,13 +514,14 @@ def _chunk_norms(net: SwitchedNetwork, cut: int, norms: dict, rows: slice, all_n
     pair = match_conv_pair(net)
     if pair is not None and cut == pair.cut:
         mask = net.masks[cut - 1][rows]
-        units = _CutUnits.of(mask)
+        units = _CutUnits.of(mask, position_major=True)
         number = torch.full(mask.shape, units.n_max, device=net.device)
         number[units.b, units.c, units.y, units.x] = units.number
         gram = conv_pair_norms_and_gram(net, pair, norms, rows, number, units.n_max)
         layers = match_conv_then_linear(net, cut)
         if layers is not None:
-            conv_then_linear_forms(net, cut, layers, gram, number, norms, rows, all_neurons)
+            conv_then_linear_forms(net, cut, layers, gram, number, windows_of(net, pair).row_reach, norms, rows,
+                                   all_neurons)
             return
         gram = gram[:, :-1, :-1]
     else:

@@ -69,12 +69,13 @@ def match_conv_pair(net: SwitchedNetwork) -> ConvPair | None:
 class _Windows:
     """Everything about the second layer's windows that the weights alone decide."""
 
-    weight: torch.Tensor  # [O, n+1]: second-layer weights per window slot, a zero column last
+    weight_t: torch.Tensor  # [n+1, O]: second-layer weights per window slot, a zero row last
     pad: tuple[int, int, int, int]  # (left, right, top, bottom) between the two layers' grids
     cls: torch.Tensor  # [P]: each output position's border class
     gram: torch.Tensor  # [K, n+1, n+1]: first-layer Gram over a window's slots, per class
     neighbours: list[_Neighbour]
     first_norms: torch.Tensor  # [1, C1, H1, W1]: the first layer's squared norms
+    row_reach: int  # second-layer units this many rows apart or more have orthogonal ŵ
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Per second conv module: (weight versions, dtype, device, shapes) -> _Windows."""
 
 
-def _windows(net: SwitchedNetwork, pair: ConvPair) -> _Windows:
+def windows_of(net: SwitchedNetwork, pair: ConvPair) -> _Windows:
     links = net.chain.links
     first, second = links[pair.first].module, links[pair.second].module
     key = (first.weight._version, second.weight._version, id(first.weight), id(second.weight),
@@ -221,7 +222,9 @@ def _build_windows(net: SwitchedNetwork, pair: ConvPair) -> _Windows:
                 F.pad(blocks, (0, 1, 0, 1)),
             ))
     first_norms = kernels.square().sum((3, 4, 5)).permute(2, 0, 1)[None]
-    return _Windows(weight, pad, cls_t, gram, neighbours, first_norms)
+    row_reach = max([int(nb.there[0] // w2 - nb.here[0] // w2) for nb in neighbours], default=0) + 1
+    return _Windows(F.pad(weight[:, :-1].T, (0, 0, 0, 1)), pad, cls_t, gram, neighbours, first_norms,
+                    row_reach)
 
 
 def _lists(mask: torch.Tensor, pad_value: int) -> torch.Tensor:
@@ -253,23 +256,23 @@ def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, norms: dict, 
     of the active second-layer units' ŵ, numbered by ``number`` (``[B, O, H2, W2]``, ``n_max``
     where inactive), with a zero last row and column."""
     links = net.chain.links
-    w = _windows(net, pair)
+    w = windows_of(net, pair)
     norms[pair.first][rows] = w.first_norms
     conv = links[pair.second].module
     (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
     masks = net.masks[pair.first + 1][rows].to(net.dtype)  # [B, C1, H1, W1]
     B = masks.shape[0]
     O, (_, h2, w2) = conv.out_channels, links[pair.second].out_shape
-    P, n = h2 * w2, w.weight.shape[1] - 1
+    P, n = h2 * w2, w.weight_t.shape[0] - 1
     window = F.unfold(F.pad(masks, w.pad), (kh, kw), (dh, dw), 0, (sh, sw))  # [B, n, P]
     window = window.transpose(1, 2) > 0  # [B, P, n]
 
     # Each window's own Gram: the second layer's norms, and the Gram within a position.
     act = _lists(window, n).flatten(0, 1)  # [B*P, S]
-    a = w.weight[:, act].permute(1, 0, 2)  # [B*P, O, S]
+    a_t = w.weight_t.index_select(0, act.flatten()).view(*act.shape, O)  # [B*P, S, O]: aᵀ
     local = _take2(w.gram, act, act, w.cls.repeat(B))  # [B*P, S, S]
-    m = torch.bmm(a, local)
-    norms[pair.second][rows] = (m * a).sum(-1).view(B, h2, w2, O).permute(0, 3, 1, 2)
+    m_t = torch.bmm(local, a_t)  # (a G)ᵀ: G is symmetric
+    norms[pair.second][rows] = (m_t * a_t).sum(1).view(B, h2, w2, O).permute(0, 3, 1, 2)
 
     active = net.masks[pair.second + 1][rows].flatten(2).transpose(1, 2)  # [B, P, O]
     outs = _lists(active, O).flatten(0, 1)  # [B*P, S2]
@@ -277,9 +280,9 @@ def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, norms: dict, 
     ids = ids.gather(1, outs)
     gram = net.output.new_zeros(B, n_max + 1, n_max + 1)
     sample = torch.arange(B, device=net.device).repeat_interleave(P)[:, None, None]
-    m, a = F.pad(m, (0, 0, 0, 1)), F.pad(a, (0, 0, 0, 1))
-    pick = outs[:, :, None].expand(-1, -1, m.shape[2])
-    gram[sample, ids[:, :, None], ids[:, None, :]] = m.gather(1, pick) @ a.gather(1, pick).transpose(1, 2)
+    pick = outs[:, None, :].expand(-1, m_t.shape[1], -1)
+    m_t, a_t = F.pad(m_t, (0, 1)).gather(2, pick), F.pad(a_t, (0, 1)).gather(2, pick)
+    gram[sample, ids[:, :, None], ids[:, None, :]] = m_t.transpose(1, 2) @ a_t
 
     # Neighbouring windows: only the slots that meet across the border are read.
     samples = torch.arange(B, device=net.device)[:, None]
@@ -346,10 +349,12 @@ def _unit_windows(mask: torch.Tensor, number: torch.Tensor, n_max: int, pad, con
 
 @torch.no_grad()
 def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinear, gram: torch.Tensor,
-                           number: torch.Tensor, norms: dict, rows: slice, all_neurons: bool) -> None:
+                           number: torch.Tensor, reach: int, norms: dict, rows: slice,
+                           all_neurons: bool) -> None:
     """‖ŵ‖² of the conv and linear layers after the cut: ``uᵀ H u`` with ``H`` the cut's Gram
     (``gram [B, n+1, n+1]``, a zero last row and column) and ``u`` a neuron's row of the map
-    from the cut's active units (numbered by ``number [B, C, H, W]``).
+    from the cut's active units (numbered by ``number [B, C, H, W]`` position by position, so
+    that units ``reach`` or more rows apart, whose ŵ are orthogonal, are far apart in ``gram``).
 
     A conv neuron reads only the units in its window, so its forms are taken per window
     over the few rows of ``H`` those units hold. The linear layer reads the conv layer's
@@ -368,11 +373,10 @@ def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinea
     pad = (left + pw, right + pw, top + ph, bottom + ph)
     slots, ids = _unit_windows(view.masks[cut - 1], number, n1 - 1, pad, conv)
     weight = F.pad(conv.weight.reshape(O, -1), (0, 1, 0, 1))  # [O+1, n+1]: zero row and column last
-    a = weight[:O, slots].permute(1, 0, 2)  # [B*P, O, S]
+    a_t = weight[:O].T.contiguous().index_select(0, slots.flatten()).view(*slots.shape, O)  # [B*P, S, O]
     sample = torch.arange(B, device=gram.device).repeat_interleave(P)
     local = _take2(gram, ids, ids, sample)
-    m = torch.bmm(a, local)
-    forms = (m * a).sum(-1).view(B, h3, w3, O).permute(0, 3, 1, 2)
+    forms = (torch.bmm(local, a_t) * a_t).sum(1).view(B, h3, w3, O).permute(0, 3, 1, 2)
     activity = view.activity(layers.conv)
     norms[layers.conv][rows] = forms if all_neurons else torch.where(activity <= 0, forms, 0.0)
 
@@ -393,11 +397,12 @@ def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinea
     wanted = torch.ones_like(activity, dtype=torch.bool) if all_neurons else activity <= 0
     outputs = wanted.any(0).nonzero().squeeze(1)
     flat = outs * P + torch.arange(P, device=gram.device).repeat(B)[:, None]  # index into the flatten
-    inputs = torch.full((B, n3 + 1), linear.in_features, device=gram.device)
-    inputs[sample[:, None].expand_as(column), column] = torch.where(real, flat, linear.in_features)
-    w = F.pad(linear.weight[outputs], (0, 1))  # [outputs, in+1]
-    rows_u = torch.bmm(jac, w.T[inputs])  # [B, n1, outputs]
-    forms = (torch.bmm(gram, rows_u) * rows_u).sum(1)
+    inputs = torch.zeros((B, n3 + 1), dtype=torch.long, device=gram.device)
+    inputs[sample[:, None].expand_as(column), column] = torch.where(real, flat, 0)
+    w = linear.weight.index_select(1, inputs.flatten()).index_select(0, outputs)  # [outputs, B*(n3+1)]
+    w = w.view(-1, B, n3 + 1).permute(1, 2, 0)  # [B, n3+1, outputs]; column n3 is read by no unit
+    rows_u = torch.bmm(jac, w)  # [B, n1, outputs]
+    forms = (_banded_product(gram, rows_u, view.masks[cut - 1], reach) * rows_u).sum(1)
     result = forms.new_zeros(B, linear.out_features).index_copy_(1, outputs, forms)
     norms[layers.linear][rows] = torch.where(wanted, result, 0.0)
 
@@ -414,7 +419,7 @@ def window_floats(net: SwitchedNetwork, pair: ConvPair, layers: ConvThenLinear |
     per-window Grams and products of the second layer, the cut's Gram, and after the cut
     either the conv layer's windows and the linear layer's rows or the generic column push."""
     links = net.chain.links
-    w = _windows(net, pair)
+    w = windows_of(net, pair)
     conv = links[pair.second].module
     O, h2, w2 = links[pair.second].out_shape
     s = _most_in_a_window(net.masks[pair.first + 1], w.pad, conv)
@@ -434,3 +439,21 @@ def window_floats(net: SwitchedNetwork, pair: ConvPair, layers: ConvThenLinear |
     second = h3 * w3 * (s3 * s3 + 3 * O3 * s3) + n * n3 + n3 * linear.out_features \
         + 3 * n * linear.out_features
     return cut_gram + max(first, second)
+
+
+def _banded_product(gram: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, reach: int) -> torch.Tensor:
+    """``gram @ t`` for a Gram that is zero between units ``reach`` or more rows apart, the
+    units numbered position by position (``mask [B, C, H, W]`` says which are active): each
+    row of positions is multiplied with its band alone."""
+    B, _, H, _ = mask.shape
+    if reach >= H:
+        return torch.bmm(gram, t)
+    starts = F.pad(mask.sum((1, 3)).cumsum(1), (1, 0)).tolist()  # [B][H+1]: first unit of each row
+    out = torch.zeros_like(t)
+    for b in range(B):
+        for y in range(H):
+            lo, hi = starts[b][y], starts[b][y + 1]
+            if lo < hi:
+                first, last = starts[b][max(0, y - reach + 1)], starts[b][min(H, y + reach)]
+                out[b, lo:hi] = gram[b, lo:hi, first:last] @ t[b, first:last]
+    return out
