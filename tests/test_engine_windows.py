@@ -101,3 +101,23 @@ def test_the_first_layers_gram_follows_the_weights():
         model[4].weight.add_(0.1)
     expected = ri.engine.insens_reference(model, x)
     assert float((ri.SwitchedModel(model)(x).insens() - expected).abs().max() / expected.abs().max()) <= 1e-10
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_input_space_forms_after_the_cut_match_every_jacobian_row(dtype, tolerance, monkeypatch):
+    """A small input and only linear layers after the cut: the cut units' ŵ are written out in
+    input space instead of forming their Gram (2CONV on MNIST takes this path)."""
+    written = []
+    of = engine_norms._InputSpace.of
+    monkeypatch.setattr(engine_norms._InputSpace, "of", lambda *args: written.append(1) or of(*args))
+    torch.manual_seed(0)
+    model = ri.TwoConv((1, 12, 12), 4).to(dtype).eval()
+    torch.manual_seed(1)
+    x = torch.rand(3, 1, 12, 12, dtype=dtype)
+    net = SwitchedNetwork(ri.engine.read_chain(model, (1, 12, 12)), x)
+    cut = engine_norms.valid_cuts(net)[-1]  # after the second max-pool
+    found = engine_norms.squared_norms(net, 1 << 30, cut=cut, all_neurons=True)
+    assert written
+    found = torch.cat([found[i].flatten(1) for i in net.chain.hidden_indices], 1).double()
+    expected = every_norm(model, x)
+    assert float((found - expected).abs().max() / expected.abs().max()) <= tolerance

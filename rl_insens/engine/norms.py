@@ -326,6 +326,40 @@ def _active_gram(patches: torch.Tensor, geo: Geometry, units: _CutUnits) -> torc
     return gram[:, : units.n_max, : units.n_max]
 
 
+@dataclass(frozen=True)
+class _InputSpace:
+    """The active cut units' ŵ written out in input space, ``vectors [B, n, d]``: for a small
+    input, cheaper than their Gram (``n² d``) when only linear layers follow the cut."""
+
+    vectors: torch.Tensor
+
+    @classmethod
+    def of(cls, patches: torch.Tensor, geo: Geometry, units: _CutUnits, in_shape) -> _InputSpace:
+        B, ci, ry, rx = patches.shape[0], *patches.shape[3:6]
+        (oy, ox), (sy, sx) = geo.offset, geo.stride
+        _, h, w = in_shape
+        H, W = patches.shape[1:3]
+        canvas = patches.new_zeros(B, units.n_max, ci, max(h + oy, (H - 1) * sy) + ry,
+                                   max(w + ox, (W - 1) * sx) + rx)  # room for every patch
+        number = units.number
+        top, left = units.y * sy, units.x * sx  # canvas coordinates: input row + oy
+        r = torch.arange(ry, device=patches.device)
+        c = torch.arange(rx, device=patches.device)
+        rows = (top[:, None] + r)[:, None, :, None].expand(-1, ci, -1, rx)
+        cols = (left[:, None] + c)[:, None, None, :].expand(-1, ci, ry, -1)
+        chans = torch.arange(ci, device=patches.device)[None, :, None, None].expand_as(rows)
+        canvas[units.b[:, None, None, None], number[:, None, None, None], chans, rows, cols] = \
+            patches[units.b, units.y, units.x, :, :, :, units.c]
+        return cls(canvas[:, :, :, oy: oy + h, ox: ox + w].flatten(2))
+
+
+def _input_space_pays(net: SwitchedNetwork, cut: int, units: _CutUnits) -> bool:
+    """Whether to write the cut units' ŵ out in input space rather than form their Gram."""
+    later = [net.chain.links[i] for i in range(cut, max(net.chain.hidden_indices) + 1)]
+    return all(not isinstance(link.module, nn.Conv2d) for link in later) and \
+        math.prod(net.chain.in_shape) <= units.n_max
+
+
 def _slots(group: torch.Tensor, n_groups: int) -> torch.Tensor:
     """Each element's rank among the elements of its group (groups numbered ``0..n_groups-1``)."""
     sorted_group, order = torch.sort(group, stable=True)
@@ -427,8 +461,8 @@ def divmod_tensor(value: torch.Tensor, divisor: int) -> tuple[torch.Tensor, torc
     return torch.div(value, divisor, rounding_mode="floor"), torch.remainder(value, divisor)
 
 
-def _after_cut(net: SwitchedNetwork, cut: int, gram: torch.Tensor, units: _CutUnits, norms: dict,
-               rows: slice, all_neurons: bool) -> None:
+def _after_cut(net: SwitchedNetwork, cut: int, gram: torch.Tensor | _InputSpace, units: _CutUnits,
+               norms: dict, rows: slice, all_neurons: bool) -> None:
     """uᵀ H u for every later hidden neuron, u its row of the map from the cut's active units.
 
     The rows come from pushing the active units' unit vectors forward: the first affine layer's
@@ -439,9 +473,9 @@ def _after_cut(net: SwitchedNetwork, cut: int, gram: torch.Tensor, units: _CutUn
     chain = net.chain
     view = net.rows(rows)
     B, (_, H, W) = view.batch, chain.links[cut - 1].out_shape
-    positions = torch.zeros(B, units.n_max, dtype=torch.long, device=gram.device)
+    positions = torch.zeros(B, units.n_max, dtype=torch.long, device=net.device)
     positions[units.b, units.number] = (units.c * H + units.y) * W + units.x  # padding: unit 0
-    real = torch.zeros(B, units.n_max, 1, dtype=gram.dtype, device=gram.device)
+    real = torch.zeros(B, units.n_max, 1, dtype=net.dtype, device=net.device)
     real[units.b, units.number] = 1.0
     shape, t = chain.links[cut - 1].out_shape, None  # unit vectors, kept as indices until an affine layer
     last = max(chain.hidden_indices)
@@ -465,7 +499,7 @@ def _after_cut(net: SwitchedNetwork, cut: int, gram: torch.Tensor, units: _CutUn
             t = t * real.view(B, -1, *[1] * (t.dim() - 2))
         else:
             if t is None:  # anything else: materialise the unit vectors and push them
-                t = torch.zeros(B, units.n_max, math.prod(shape), device=gram.device, dtype=gram.dtype)
+                t = torch.zeros(B, units.n_max, math.prod(shape), device=net.device, dtype=net.dtype)
                 t.scatter_(2, positions[..., None], real)
                 t = t.view(B, units.n_max, *shape)
             if isinstance(link.module, nn.Linear) and outputs is not None:
@@ -477,7 +511,10 @@ def _after_cut(net: SwitchedNetwork, cut: int, gram: torch.Tensor, units: _CutUn
         if link.is_affine and i in net.chain.hidden_indices:
             wanted = torch.ones_like(view.activity(i).flatten(1), dtype=torch.bool) if all_neurons else \
                 view.activity(i).flatten(1) <= 0
-            forms = _quadratic_forms(gram, t)
+            if isinstance(gram, _InputSpace):  # ‖ŵ‖² of u's combination of the units' ŵ
+                forms = torch.bmm(t.reshape(B, units.n_max, -1).transpose(1, 2), gram.vectors).square().sum(-1)
+            else:
+                forms = _quadratic_forms(gram, t)
             if outputs is not None:  # the last layer's forms: only for neurons some sample needs
                 forms = forms.new_zeros(wanted.shape).index_copy_(1, outputs, forms)
             norms[i][rows] = torch.where(wanted, forms, 0.0).view_as(norms[i][rows])
@@ -531,7 +568,8 @@ def _chunk_norms(net: SwitchedNetwork, cut: int, norms: dict, rows: slice, all_n
         if active is None:  # units whose ŵ is not zero (one with ŵ = 0 would only add a zero row)
             active = P.square().sum((3, 4, 5)) > 0
         units = _CutUnits.of(active.permute(0, 3, 1, 2))  # [B, C, H, W]
-        gram = _active_gram(P, geo, units)
+        gram = _InputSpace.of(P, geo, units, net.chain.in_shape) if _input_space_pays(net, cut, units) \
+            else _active_gram(P, geo, units)
     _after_cut(net, cut, gram, units, norms, rows, all_neurons)
 
 
