@@ -196,8 +196,20 @@ def chunk_name(index: int) -> str:
 
 
 def write_npz(path: Path, **arrays) -> None:
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
+    """An ``.npz`` that ``np.load`` reads. Byte arrays (screens, observations) are deflated,
+    which shrinks them several times over; float maps are stored as they are, since deflate
+    saves a fifth of their size at thirty times the cost (it was most of a recording's
+    saving time)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, value in arrays.items():
+            value = np.asanyarray(value)
+            if value.dtype == np.uint8:
+                entry = name + ".npy"
+            else:
+                entry = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+                entry.compress_type = zipfile.ZIP_STORED
+            with archive.open(entry, "w", force_zip64=True) as file:
+                np.lib.format.write_array(file, value, allow_pickle=False)
 
 
 def write_meta(run_dir: Path, meta: dict) -> None:

@@ -5,6 +5,8 @@ Each input is timed alone (the median of ``--repeats`` runs after one warm-up), 
 in the same process, and the table gives the per-input ratio Insens / IG-50 as its median and
 min-max spread over the inputs. Also: the naive full-Jacobian path on one input (its ratio to
 the engine and the engine's relative error against it) and batched Insens in frames/s.
+Last, ``rl-insens record``'s steps/s on the bundled agent, with all six methods and with Insens
+alone, split into environment and policy, engine, baselines, drawing, encoding and saving.
 
     python scripts/bench_engine.py              # 16 agent frames, 16 digits
 """
@@ -15,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,6 +120,73 @@ def bench_inputs(name: str, model: torch.nn.Module, inputs: torch.Tensor, repeat
     return row
 
 
+class StageClock:
+    """Seconds spent in the recorder's stages, from wrappers around the functions it calls."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(("engine", "baselines", "drawing", "encoding", "saving"), 0.0)
+
+    def timed(self, stage: str, fn):
+        def run(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - began
+        return run
+
+
+def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: str) -> dict:
+    """``rl-insens record`` on ``steps`` steps of the bundled agent: steps/s and its stages.
+
+    Engine and baselines are split by the per-method times the recorder itself measures; the
+    environment and policy are what remains of the wall time.
+    """
+    import rl_insens.record as record_module
+
+    clock = StageClock()
+    saved = (record_module.inspect_frames, record_module._Drawer.__call__, record_module.runs.write_npz,
+             record_module.imageio.get_writer)
+
+    def inspect(*args, **kwargs):
+        began = time.perf_counter()
+        results = saved[0](*args, **kwargs)
+        total = time.perf_counter() - began
+        methods_s = {m: sum(r.seconds.get(m, 0.0) for r in results) for m in methods}
+        clock.seconds["engine"] += total - sum(v for m, v in methods_s.items() if m != "insens")
+        clock.seconds["baselines"] += sum(v for m, v in methods_s.items() if m != "insens")
+        return results
+
+    def get_writer(*args, **kwargs):
+        writer = saved[3](*args, **kwargs)
+        writer.append_data = clock.timed("encoding", writer.append_data)
+        writer.close = clock.timed("encoding", writer.close)
+        return writer
+
+    record_module.inspect_frames = inspect
+    record_module._Drawer.__call__ = clock.timed("drawing", saved[1])
+    record_module.runs.write_npz = clock.timed("saving", saved[2])
+    record_module.imageio.get_writer = get_writer
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            began = time.perf_counter()
+            done = record_module.record(agent_dir, Path(tmp) / "bench.mp4", max_steps=steps, methods=methods,
+                                        device=device, progress=False)
+            wall = time.perf_counter() - began
+    finally:
+        (record_module.inspect_frames, record_module._Drawer.__call__, record_module.runs.write_npz,
+         record_module.imageio.get_writer) = saved
+    stages = {"environment_and_policy": wall - sum(clock.seconds.values()), **clock.seconds}
+    return {"methods": list(methods), "steps": done.steps, "seconds": wall, "steps_per_s": done.steps / wall,
+            "stages_ms_per_step": {k: 1e3 * v / done.steps for k, v in stages.items()}}
+
+
+def print_record_row(r: dict) -> None:
+    stages = ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in r["stages_ms_per_step"].items())
+    print(f"rl-insens record, {'+'.join(r['methods'])}: {r['steps_per_s']:.1f} steps/s "
+          f"({r['steps']} steps in {r['seconds']:.1f} s); ms per step: {stages}")
+
+
 def print_row(r: dict) -> None:
     q, i, g = r["ratio_insens_over_ig50"], r["insens_s"], r["ig50_s"]
     print(f"{r['model']} ({r['inputs']} inputs, {r['active_fraction']:.0%} active, {r['device']}): "
@@ -143,7 +213,9 @@ def print_row(r: dict) -> None:
               help="Also time the full-Jacobian path on the first input (minutes for the agent).")
 @click.option("--json-out", type=click.Path(path_type=Path), default=Path("bench_engine.json"),
               show_default=True)
-def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_out):
+@click.option("--record-steps", default=300, show_default=True,
+              help="Steps of `rl-insens record` to time (0: skip the recorder rows).")
+def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_out, record_steps):
     if device == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("no CUDA device here", param_hint="--device")
     load = os.getloadavg()[0]
@@ -162,11 +234,17 @@ def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_o
             bench_inputs("2CONV (random, MNIST test digits)", twoconv, digits, repeats, batch, naive)]
     for row in rows:
         print_row(row)
+    recorder = []
+    if record_steps:
+        recorder = [bench_record(agent, methods, record_steps, device)
+                    for methods in (tuple(ri.METHODS), ("insens",))]
+        for row in recorder:
+            print_record_row(row)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor(),
             "cpus": os.cpu_count(), "load_average_at_start": load, "tf32": False, "repeats": repeats,
             "insens_call": "ri.insens(model, x), one input per call (reads the chain each call)",
             "ig50_call": "ri.attribute(model, x, 'integrated_gradients', target): Captum, n_steps=50"}
-    json_out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    json_out.write_text(json.dumps({"meta": meta, "rows": rows, "record": recorder}, indent=2))
     print(f"wrote {json_out}")
 
 
