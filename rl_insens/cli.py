@@ -12,6 +12,7 @@ from .attribution import METHODS
 from .engine import UnsupportedModelError
 from .faithfulness import CHECKS, FRACTION, SIGMA
 from .files import atomic_path, check_writable_file, write_json, write_text
+from .video import DEFAULT_CRF, MAX_SCALE
 
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
@@ -225,12 +226,18 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
 @click.option("--every", default=1, show_default=True, help="Compute maps every K-th step.")
 @click.option("--fps", default=30, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="The video (.mp4)  [default: recordings/GAME.mp4]")
+              help="The video: .mp4, or .gif for a GIF  [default: recordings/GAME.mp4]")
+@click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
+              help="MP4 quality, x264's CRF: lower is better and larger (0: lossless; before: 15).")
+@click.option("--scale", type=click.FloatRange(0, MAX_SCALE, min_open=True), default=1.0, show_default=True,
+              help="Resize the video's frames by this factor (0.5: half the width and height).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--layout", type=click.Choice(["methods", "stack"]), default="methods", show_default=True,
-              help="methods: screen and one panel per method; stack: Insens on each of the 4 frames.")
+              help="methods: screen and one panel per method (one method: both larger); "
+              "stack: Insens on each of the 4 frames.")
 @click.option("--batch", default=16, show_default=True, help="Frames per batched attribution call.")
-def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, out, device, layout, batch):
+def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, out, crf, scale, device,
+           layout, batch):
     """Record an annotated side-by-side video of an agent playing its game."""
     from .record import record as run
 
@@ -239,7 +246,7 @@ def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, o
     try:
         result = run(agent, out, episodes=episodes, max_steps=max_steps, seed=seed,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], every=every, fps=fps,
-                     device=device, layout=layout, batch=batch)
+                     device=device, layout=layout, batch=batch, crf=crf, scale=scale)
     except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
         fail(str(error))
     if result.video is None:
