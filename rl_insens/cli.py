@@ -78,17 +78,27 @@ def main() -> None:
               help="Where PPO's updates run (the environments always step on the CPU).")
 @click.option("--dummy-envs", is_flag=True, help="Step environments in this process.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resume.zip if it exists.")
-def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, **given):
+@click.option("--inspect-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Every N agent steps, record and measure the policy into OUT_DIR/inspections.")
+@click.option("--inspect-steps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Greedy steps per inspection clip (reset seed 0).")
+@click.option("--inspect-methods", default="insens", show_default=True,
+              help="Comma-separated, for the clips.")
+def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, inspect_every, inspect_steps,
+          inspect_methods, **given):
     """Train RLNET with PPO on an ALE game (resumable; by default the bundled agent's run).
 
     Options left unset take the resumed run's values (its config.json), else TrainConfig's.
-    A new run with --env plays that game with its minimal action set.
+    A new run with --env plays that game with its minimal action set. With --inspect-every the
+    policy is recorded and measured as it learns: clips in OUT_DIR/inspections, numbers in
+    OUT_DIR/inspections/inspections.jsonl and under insens/ in the training logs.
     """
     import torch
 
     from .envs import AtariSettings, check_env_id
     from .train import TrainConfig
     from .train import train as run
+    from .train.callback import InsensCallback
 
     if device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device here")
@@ -110,8 +120,17 @@ def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, **given
             env_settings = new.as_dict()
     cfg = TrainConfig(out_dir=out_dir, stop_at=stop_at, subprocess_envs=not dummy_envs,
                       env_settings=env_settings, **chosen)
+    callbacks = []
+    if inspect_every:
+        try:
+            methods = [m.strip() for m in inspect_methods.split(",") if m.strip()]
+            callbacks.append(InsensCallback(cfg.settings, every=inspect_every, steps=inspect_steps,
+                                            methods=methods, out_dir=Path(out_dir) / "inspections",
+                                            device=device))
+        except ValueError as error:
+            fail(str(error))
     try:
-        run(cfg, resume=resume, device=device)
+        run(cfg, resume=resume, device=device, callbacks=callbacks)
     except KeyboardInterrupt:
         fail("interrupted; the checkpoint was saved, continue with --resume")
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from rl_insens.video import DEFAULT_CRF, VideoWriter, scaled
 
-CRFS = (15, 23, 28, DEFAULT_CRF, 35)
+CRFS = tuple(sorted({15, 23, 28, 30, 35, DEFAULT_CRF}))
 
 
 def decode_seconds_per_frame(path: Path, repeats: int = 3) -> float:
