@@ -278,6 +278,47 @@ def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, o
         sys.exit(130)
 
 
+@main.command(context_settings={"allow_interspersed_args": True})
+@click.option("--agents", "first", required=True, metavar="A [B ...]",
+              help="Agent directories, SB3 zips or CleanRL checkpoints, one row each; the first plays.")
+@click.argument("more", nargs=-1, metavar="")
+@env_option
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
+              help="States: greedy steps of the first agent (or the first STEPS of --states).")
+@click.option("--states", "states_dir", type=click.Path(path_type=Path), default=None,
+              help="Take the states from this run directory (rl-insens record) instead.")
+@click.option("--seed", default=0, show_default=True, help="Reset seed of the first agent's play.")
+@click.option("--methods", default="insens,gradient", show_default=True,
+              help="Comma-separated, one column each.")
+@click.option("--names", default=None, help="Comma-separated row captions [default: the agents' file names].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("compare.mp4"), show_default=True,
+              help="The video: .mp4 or .gif.")
+@click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
+              help="MP4 quality (x264's CRF).")
+@click.option("--scale", type=click.FloatRange(0, MAX_SCALE, min_open=True), default=1.0, show_default=True)
+@click.option("--fps", default=30, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def compare(first, more, env_id, steps, states_dir, seed, methods, names, out, crf, scale, fps, device):
+    """Several agents on the same states: one row per agent, one column per method, one colour
+    scale per column (rl-insens compare --agents A B C --steps 300 --out compare.mp4)."""
+    from .compare import agent_names, states_from_run
+    from .compare import compare as run
+    from .runs import RunError
+
+    paths = [first, *more]
+    agents = [load_agent_or_fail(path, env_id, need_game=states_dir is None and i == 0)
+              for i, path in enumerate(paths)]
+    try:
+        chosen = [m.strip() for m in methods.split(",") if m.strip()]
+        captions = [n.strip() for n in names.split(",")] if names else agent_names(paths)
+        states = states_from_run(states_dir, steps) if states_dir else None
+        written = run(agents, out, states=states, steps=steps, seed=seed, methods=chosen, names=captions,
+                      fps=fps, crf=crf, scale=scale, device=device)
+    except (*USER_ERRORS, RunError) as error:
+        fail(str(error))
+    click.echo(f"video: {written}\ncontact sheet: {written.with_suffix('.png')}")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True)

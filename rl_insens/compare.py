@@ -1,0 +1,203 @@
+"""Several agents on the same states, in one video: one row per agent, one column per method.
+
+The states (screens and the observations made from them) come from the first agent's greedy
+play or from a run directory written by ``rl-insens record``; every agent is then asked about
+exactly those observations, so the rows differ only by the agents. Each column shares one
+colour scale over its rows (moving smoothly over time, as in ``record``), so a map that is
+weaker in one agent looks weaker. This is how checkpoints of one training run, or different
+agents of one game, are put side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import render, runs
+from .agents import Agent, load_agent
+from .envs import AtariSettings, game_name
+from .files import atomic_path, check_writable_file
+from .record import CONTACT_FRAMES, write_contact_sheet
+from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
+from .wrapper import DEFAULT_METHODS, check_methods, inspect_frames, resolve_device
+
+BATCH = 16
+OBSERVATION_SETTINGS = ("preprocessing", "frame_skip", "screen_size", "grayscale", "frame_stack")
+"""What makes the observations of a game: agents compared on one set of states must agree on them."""
+
+
+@dataclass
+class States:
+    """Consecutive moments of play: what the screen showed and what an agent observed."""
+
+    screens: np.ndarray
+    """``[n, 210, 160, 3]`` uint8."""
+    observations: np.ndarray
+    """``[n, *observation shape]`` as the environment gave them."""
+    episodes: np.ndarray
+    steps: np.ndarray
+    settings: AtariSettings
+    source: str
+
+
+def states_from_play(agent: Agent, steps: int, seed: int = 0) -> States:
+    """``steps`` states of ``agent``'s greedy play from ``reset(seed=seed)`` (the next episode,
+    from ``seed + 1``, if one ends first)."""
+    env = agent.make_env(render_mode="rgb_array")
+    screens, observations, episodes, ts = [], [], [], []
+    try:
+        episode = 0
+        while len(screens) < steps:
+            obs, _ = env.reset(seed=seed + episode)
+            t, done = 0, False
+            while not done and len(screens) < steps:
+                screens.append(env.render())
+                observations.append(obs)
+                episodes.append(episode)
+                ts.append(t)
+                obs, _, terminated, truncated, _ = env.step(agent.act(obs))
+                t, done = t + 1, terminated or truncated
+            episode += 1
+    finally:
+        env.close()
+    return States(np.stack(screens), np.stack(observations), np.array(episodes), np.array(ts), agent.game,
+                  f"the greedy play of {agent.source} from seed {seed}")
+
+
+def states_from_run(run_dir: str | Path, steps: int | None = None) -> States:
+    """The first ``steps`` (all when None) states of a run directory written by ``rl-insens record``."""
+    run_dir = Path(run_dir)
+    meta = runs.read_meta(run_dir)
+    log = runs.read_npz(run_dir / runs.STEPS_FILE, ("episode", "t"))
+    screens, observations = [], []
+    for name in meta["chunks"]:
+        chunk = runs.read_npz(run_dir / runs.CHUNKS / name, ("screens", "observations"))
+        screens.append(chunk["screens"])
+        observations.append(chunk["observations"])
+        if steps is not None and sum(len(s) for s in screens) >= steps:
+            break
+    if not screens:
+        raise runs.RunError(f"{run_dir} holds no frames")
+    n = sum(len(s) for s in screens) if steps is None else steps
+    settings = AtariSettings.from_dict(meta["environment"])
+    return States(np.concatenate(screens)[:n], np.concatenate(observations)[:n], log["episode"][:n],
+                  log["t"][:n], settings, str(run_dir))
+
+
+def agent_names(paths: list[str | Path]) -> list[str]:
+    """Short names for agent files or directories: the name without its suffix, with the folder
+    above it where two would read the same (``resume`` checkpoints of two runs, say)."""
+    stems = [Path(p).stem if Path(p).is_file() else Path(p).name for p in paths]
+    return [f"{Path(p).parent.name}/{stem}" if stems.count(stem) > 1 else stem
+            for p, stem in zip(paths, stems, strict=True)]
+
+
+def check_same_observations(agents: list[Agent], names: list[str], states: States) -> None:
+    """Refuse agents that would see other observations of these states than the ones recorded."""
+    want = {k: getattr(states.settings, k) for k in OBSERVATION_SETTINGS}
+    for agent, name in zip(agents, names, strict=True):
+        shape = tuple(states.observations.shape[1:])
+        if agent.observation_shape != shape:
+            raise ValueError(f"{name} takes observations of shape {list(agent.observation_shape)}; "
+                             f"the states from {states.source} have shape {list(shape)}")
+        if agent.settings is None:
+            continue  # no game said: it is taken to see what the states show
+        if game_name(agent.game.env_id) != game_name(states.settings.env_id):
+            raise ValueError(f"{name} plays {agent.game.game}; the states from {states.source} are of "
+                             f"{game_name(states.settings.env_id)}")
+        have = {k: getattr(agent.game, k) for k in OBSERVATION_SETTINGS}
+        differ = sorted(k for k in want if want[k] != have[k])
+        if differ:
+            raise ValueError(f"{name} was trained on other observations of the game ({', '.join(differ)}: "
+                             f"{', '.join(str(have[k]) for k in differ)}, where the states have "
+                             f"{', '.join(str(want[k]) for k in differ)}); "
+                             "compare agents of one preprocessing")
+
+
+class _RowsDrawer:
+    """One frame: per agent a caption strip over the screen and one panel per method."""
+
+    def __init__(self, names: list[str], agents: list[Agent], methods: tuple[str, ...]) -> None:
+        self.names, self.agents, self.methods = names, agents, methods
+        self.scales = {m: render.SmoothScale() for m in methods}  # one per column, shared by the rows
+
+    def __call__(self, screen: np.ndarray, episode: int, t: int, inspections: list) -> np.ndarray:
+        backdrop = render.dim(screen)
+        values = {m: [render.to_screen(i.maps[m][-1], screen.shape) for i in inspections]
+                  for m in self.methods}
+        scales = {m: self.scales[m].update(np.stack(v)) for m, v in values.items()}
+        rows = []
+        rows_of = zip(self.names, self.agents, inspections, strict=True)
+        for row, (name, agent, inspection) in enumerate(rows_of):
+            panels = [render.panel(screen, None, None, f"episode {episode}  step {t}")]
+            panels += [render.panel(backdrop, values[m][row], scales[m], m) for m in self.methods]
+            body = np.concatenate(panels, axis=1)
+            steps = (agent.card or {}).get("steps_trained")
+            trained = f"{steps:,} steps" if isinstance(steps, int) else "training steps unknown"
+            action = inspection.action
+            value = "" if inspection.value is None else f"   value {inspection.value:+.2f}"
+            chosen = f"action {agent.action_meanings[action]} (p={inspection.action_probs[action]:.2f})"
+            active = f"active neurons {inspection.active_fraction:.1%}"
+            lines = [f"{name}   ({trained})", f"{chosen}{value}   {active}"]
+            rows.append(np.concatenate([render.caption(body.shape[1], lines), body]))
+        return np.concatenate(rows)
+
+
+def compare(
+    agents: list[Agent | str | Path],
+    out: str | Path,
+    states: States | None = None,
+    env: str | None = None,
+    steps: int = 300,
+    seed: int = 0,
+    methods=DEFAULT_METHODS,
+    names: list[str] | None = None,
+    fps: int = 30,
+    crf: int = DEFAULT_CRF,
+    scale: float = 1.0,
+    device: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Write ``out`` (an ``.mp4`` or ``.gif``, with a ``.png`` contact sheet): the agents' maps of
+    ``methods`` on the same states, one row per agent, captioned with ``names`` (by default the
+    agents' file names) and their training steps. Without ``states`` they are ``steps`` states of
+    the first agent's greedy play from ``seed``. ``env`` sets the game of agents given as paths."""
+    methods = check_methods(methods)
+    check_video_settings(out, crf, scale)
+    out = check_writable_file(out, "video")
+    if not agents:
+        raise ValueError("no agent to compare")
+    if names is None:
+        paths = [a if isinstance(a, (str, Path)) else a.source for a in agents]
+        names = agent_names(paths)
+    if len(names) != len(agents):
+        raise ValueError(f"{len(names)} names for {len(agents)} agents")
+    agents = [load_agent(a, env=env) if isinstance(a, (str, Path)) else a for a in agents]
+    torch_device = resolve_device(device)
+    if states is None:
+        states = states_from_play(agents[0], steps, seed)
+    check_same_observations(agents, names, states)
+    for agent in agents:
+        agent.to(torch_device)
+    draw = _RowsDrawer(names, agents, methods)
+    sample = FrameSample(CONTACT_FRAMES)
+    n = len(states.observations)
+    with atomic_path(out) as partial, VideoWriter(partial, fps, crf, scale) as writer, \
+            tqdm(total=n * len(agents), unit="map set", disable=not progress) as bar:
+        for start in range(0, n, BATCH):
+            batch = states.observations[start:start + BATCH]
+            per_agent = []
+            for agent in agents:
+                per_agent.append(inspect_frames(agent, batch, methods))
+                bar.update(len(batch))
+            for i in range(len(batch)):
+                k = start + i
+                frame = draw(states.screens[k], int(states.episodes[k]), int(states.steps[k]),
+                             [inspections[i] for inspections in per_agent])
+                writer.append(frame)
+                sample.offer(frame)
+    write_contact_sheet(sample, out.with_suffix(".png"))
+    return out
