@@ -238,9 +238,12 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
 @click.option("--agent", "agent_path", default=str(DEFAULT_AGENT), show_default=True,
               help="rl-insens agent directory, stable-baselines3 .zip or CleanRL .cleanrl_model")
 @env_option
-@click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="More than one: a video and run directory per episode, in a folder named after --out.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap on agent steps per episode.")
 @click.option("--seed", default=0, show_default=True, help="Episode i resets with seed SEED + i.")
+@where_tasks_run
+@click.option("--resume", is_flag=True, help="With several episodes: continue, skipping finished ones.")
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
 @click.option("--every", default=1, show_default=True, help="Compute maps every K-th step.")
 @click.option("--fps", default=30, show_default=True)
@@ -255,13 +258,21 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
               help="methods: screen and one panel per method (one method: both larger); "
               "stack: Insens on each of the 4 frames.")
 @click.option("--batch", default=16, show_default=True, help="Frames per batched attribution call.")
-def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, out, crf, scale, device,
-           layout, batch):
-    """Record an annotated side-by-side video of an agent playing its game."""
+def record(agent_path, env_id, episodes, max_steps, seed, workers, backend, address, resume, methods, every,
+           fps, out, crf, scale, device, layout, batch):
+    """Record an annotated side-by-side video of an agent playing its game.
+
+    With --episodes N above 1, each episode gets its own video, contact sheet and run directory
+    in the folder OUT without its suffix (recordings/pong.mp4: recordings/pong/episode_0000.mp4
+    ...), recorded by --workers processes or Ray tasks, and --resume skips finished episodes.
+    """
     from .record import record as run
 
     agent = load_agent_or_fail(agent_path, env_id)
     out = out or Path("recordings") / f"{agent.game.game}.mp4"
+    if episodes > 1:
+        return _record_episodes(agent_path, env_id, out, episodes, max_steps, seed, workers, backend, address,
+                                resume, methods, every, fps, crf, scale, device, layout, batch)
     try:
         result = run(agent, out, episodes=episodes, max_steps=max_steps, seed=seed,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], every=every, fps=fps,
@@ -276,6 +287,24 @@ def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, o
         click.echo(f"interrupted after {result.steps} steps; the video, contact sheet and run data hold "
                    "those frames", err=True)
         sys.exit(130)
+
+
+def _record_episodes(agent_path, env_id, out, episodes, max_steps, seed, workers, backend, address, resume,
+                     methods, every, fps, crf, scale, device, layout, batch) -> None:
+    from .recordings import record_episodes
+
+    folder = out.with_suffix("")
+    try:
+        videos = record_episodes(agent_path, folder, episodes, env=env_id, max_steps=max_steps, seed=seed,
+                                 methods=[m.strip() for m in methods.split(",") if m.strip()], every=every,
+                                 fps=fps, layout=layout, crf=crf, scale=scale, suffix=out.suffix.lower(),
+                                 batch=batch, device=device, workers=workers, backend=backend,
+                                 address=address, resume=resume)
+    except (*USER_ERRORS, FileExistsError, ImportError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail(f"interrupted; the finished episodes are in {folder}, continue with --resume")
+    click.echo(f"{len(videos)} videos, contact sheets and run directories in {folder}/")
 
 
 @main.command(context_settings={"allow_interspersed_args": True})
