@@ -25,6 +25,8 @@ from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
 from .wrapper import DEFAULT_METHODS, check_methods, inspect_frames, resolve_device
 
 BATCH = 16
+SHEET_WIDTH, SHEET_COLUMNS = 320, 3
+"""The contact sheet's frames are tall (a row per agent): small, three to a row."""
 OBSERVATION_SETTINGS = ("preprocessing", "frame_skip", "screen_size", "grayscale", "frame_stack")
 """What makes the observations of a game: agents compared on one set of states must agree on them."""
 
@@ -183,7 +185,7 @@ def compare(
     for agent in agents:
         agent.to(torch_device)
     draw = _RowsDrawer(names, agents, methods)
-    sample = FrameSample(CONTACT_FRAMES)
+    sample = FrameSample(CONTACT_FRAMES, width=SHEET_WIDTH)
     n = len(states.observations)
     with atomic_path(out) as partial, VideoWriter(partial, fps, crf, scale) as writer, \
             tqdm(total=n * len(agents), unit="map set", disable=not progress) as bar:
@@ -199,5 +201,5 @@ def compare(
                              [inspections[i] for inspections in per_agent])
                 writer.append(frame)
                 sample.offer(frame)
-    write_contact_sheet(sample, out.with_suffix(".png"))
+    write_contact_sheet(sample, out.with_suffix(".png"), columns=SHEET_COLUMNS)
     return out

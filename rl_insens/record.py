@@ -303,14 +303,15 @@ class _Recorder:
         return len(items)
 
 
-def write_contact_sheet(sample: FrameSample, png: Path) -> None:
-    """Frames spread over the whole recording, in a grid: ``CONTACT_FRAMES`` in one column, or
-    for a recording of over ``LONG_RECORDING`` frames ``LONG_CONTACT_FRAMES`` in two."""
+def write_contact_sheet(sample: FrameSample, png: Path, columns: int | None = None) -> None:
+    """Frames spread over the whole recording, in a grid: ``CONTACT_FRAMES`` in one column (or
+    ``columns``), or for a recording of over ``LONG_RECORDING`` frames ``LONG_CONTACT_FRAMES`` in
+    two (or twice ``columns``)."""
     long = sample.count > LONG_RECORDING
     sample.n = LONG_CONTACT_FRAMES if long else CONTACT_FRAMES
     frames = [frame for _, frame in sample.pick()]
     if not frames:
         return
-    sheet = render.contact_sheet(frames, columns=2 if long else 1, width=sample.width)
+    sheet = render.contact_sheet(frames, columns=(columns or 1) * (2 if long else 1), width=sample.width)
     with atomic_path(png) as tmp:
         cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
