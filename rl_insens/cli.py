@@ -345,7 +345,8 @@ def compare(first, more, env_id, steps, states_dir, seed, methods, names, out, c
                       fps=fps, crf=crf, scale=scale, device=device)
     except (*USER_ERRORS, RunError) as error:
         fail(str(error))
-    click.echo(f"video: {written}\ncontact sheet: {written.with_suffix('.png')}")
+    click.echo(f"video: {written}\ncontact sheet: {written.with_suffix('.png')}\n"
+               f"run data, one directory per agent (rl-insens view): {written.with_suffix('.run')}/")
 
 
 @main.command()

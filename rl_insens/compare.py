@@ -5,11 +5,13 @@ play or from a run directory written by ``rl-insens record``; every agent is the
 exactly those observations, so the rows differ only by the agents. Each column shares one
 colour scale over its rows (moving smoothly over time, as in ``record``), so a map that is
 weaker in one agent looks weaker. This is how checkpoints of one training run, or different
-agents of one game, are put side by side.
+agents of one game, are put side by side. Beside the video, a folder holds one run directory
+per agent over those states, which ``rl-insens view`` opens like a recording.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +21,14 @@ from tqdm import tqdm
 from . import render, runs
 from .agents import Agent, load_agent
 from .envs import AtariSettings, game_name
-from .files import atomic_path, check_writable_file
-from .record import CONTACT_FRAMES, write_contact_sheet
+from .files import atomic_path, check_writable_file, write_json
+from .record import CONTACT_FRAMES, step_row, write_contact_sheet
 from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
 from .wrapper import DEFAULT_METHODS, check_methods, inspect_frames, resolve_device
 
 BATCH = 16
+COMPARISON = "comparison.json"
+"""In the folder beside the video: the rows' names and where the states came from."""
 SHEET_WIDTH, SHEET_COLUMNS = 320, 3
 """The contact sheet's frames are tall (a row per agent): small, three to a row."""
 OBSERVATION_SETTINGS = ("preprocessing", "frame_skip", "screen_size", "grayscale", "frame_stack")
@@ -41,52 +45,66 @@ class States:
     """``[n, *observation shape]`` as the environment gave them."""
     episodes: np.ndarray
     steps: np.ndarray
+    rewards: np.ndarray
+    scores: np.ndarray
+    """The score before each step's reward, as ``record`` keeps it."""
     settings: AtariSettings
     source: str
+    ram: np.ndarray | None = None
+    """The console's RAM at each state, for ALE games."""
 
 
 def states_from_play(agent: Agent, steps: int, seed: int = 0) -> States:
     """``steps`` states of ``agent``'s greedy play from ``reset(seed=seed)`` (the next episode,
     from ``seed + 1``, if one ends first)."""
     env = agent.make_env(render_mode="rgb_array")
-    screens, observations, episodes, ts = [], [], [], []
+    ale = getattr(env.unwrapped, "ale", None)
+    columns: dict[str, list] = {k: [] for k in ("screens", "observations", "episodes", "steps", "rewards",
+                                                "scores", "ram")}
     try:
         episode = 0
-        while len(screens) < steps:
+        while len(columns["screens"]) < steps:
             obs, _ = env.reset(seed=seed + episode)
-            t, done = 0, False
-            while not done and len(screens) < steps:
-                screens.append(env.render())
-                observations.append(obs)
-                episodes.append(episode)
-                ts.append(t)
-                obs, _, terminated, truncated, _ = env.step(agent.act(obs))
-                t, done = t + 1, terminated or truncated
+            t, score, done = 0, 0.0, False
+            while not done and len(columns["screens"]) < steps:
+                ram = None if ale is None else ale.getRAM().copy()
+                screen = env.render()
+                next_obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+                for key, value in (("screens", screen), ("observations", obs), ("episodes", episode),
+                                   ("steps", t), ("rewards", float(reward)), ("scores", score), ("ram", ram)):
+                    columns[key].append(value)
+                obs, t, score, done = next_obs, t + 1, score + float(reward), terminated or truncated
             episode += 1
     finally:
         env.close()
-    return States(np.stack(screens), np.stack(observations), np.array(episodes), np.array(ts), agent.game,
-                  f"the greedy play of {agent.source} from seed {seed}")
+    ram = columns.pop("ram")
+    return States(**{k: np.stack(v) for k, v in columns.items()}, settings=agent.game,
+                  source=f"the greedy play of {agent.source} from seed {seed}",
+                  ram=None if ale is None else np.stack(ram))
 
 
 def states_from_run(run_dir: str | Path, steps: int | None = None) -> States:
     """The first ``steps`` (all when None) states of a run directory written by ``rl-insens record``."""
     run_dir = Path(run_dir)
     meta = runs.read_meta(run_dir)
-    log = runs.read_npz(run_dir / runs.STEPS_FILE, ("episode", "t"))
-    screens, observations = [], []
+    log = runs.read_npz(run_dir / runs.STEPS_FILE, ("episode", "t", "reward", "score"))
+    chunks = []
     for name in meta["chunks"]:
-        chunk = runs.read_npz(run_dir / runs.CHUNKS / name, ("screens", "observations"))
-        screens.append(chunk["screens"])
-        observations.append(chunk["observations"])
-        if steps is not None and sum(len(s) for s in screens) >= steps:
+        chunks.append(runs.read_npz(run_dir / runs.CHUNKS / name))
+        if steps is not None and sum(len(c["screens"]) for c in chunks) >= steps:
             break
-    if not screens:
+    if not chunks:
         raise runs.RunError(f"{run_dir} holds no frames")
-    n = sum(len(s) for s in screens) if steps is None else steps
-    settings = AtariSettings.from_dict(meta["environment"])
-    return States(np.concatenate(screens)[:n], np.concatenate(observations)[:n], log["episode"][:n],
-                  log["t"][:n], settings, str(run_dir))
+    n = sum(len(c["screens"]) for c in chunks) if steps is None else steps
+    ram = np.concatenate([c["ram"] for c in chunks])[:n] if all("ram" in c for c in chunks) else None
+    return States(np.concatenate([c["screens"] for c in chunks])[:n],
+                  np.concatenate([c["observations"] for c in chunks])[:n], log["episode"][:n], log["t"][:n],
+                  log["reward"][:n], log["score"][:n], AtariSettings.from_dict(meta["environment"]),
+                  str(run_dir), ram)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in name).strip("_") or "agent"
 
 
 def agent_names(paths: list[str | Path]) -> list[str]:
@@ -166,10 +184,19 @@ def compare(
     """Write ``out`` (an ``.mp4`` or ``.gif``, with a ``.png`` contact sheet): the agents' maps of
     ``methods`` on the same states, one row per agent, captioned with ``names`` (by default the
     agents' file names) and their training steps. Without ``states`` they are ``steps`` states of
-    the first agent's greedy play from ``seed``. ``env`` sets the game of agents given as paths."""
+    the first agent's greedy play from ``seed``. ``env`` sets the game of agents given as paths.
+
+    Beside the video, the folder ``out`` with ``.run`` holds a run directory per agent
+    (``0_NAME``, ``1_NAME``, ...: its maps of the states), replacing an earlier comparison there.
+    """
     methods = check_methods(methods)
     check_video_settings(out, crf, scale)
     out = check_writable_file(out, "video")
+    folder = out.with_suffix(".run")
+    ours = folder.is_dir() and ((folder / COMPARISON).exists() or not any(folder.iterdir()))
+    if folder.exists() and not ours:
+        raise ValueError(f"{folder} exists and is not a comparison's folder; "
+                         "move it away or choose another --out")
     if not agents:
         raise ValueError("no agent to compare")
     if names is None:
@@ -187,19 +214,45 @@ def compare(
     draw = _RowsDrawer(names, agents, methods)
     sample = FrameSample(CONTACT_FRAMES, width=SHEET_WIDTH)
     n = len(states.observations)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    write_json(folder / COMPARISON, {"names": names, "states": states.source, "methods": list(methods),
+                                     "video": out.name})
+    rows = [runs.RunWriter(folder / f"{i}_{_slug(name)}", agent, _run_meta(agent, name, states, methods, out))
+            for i, (agent, name) in enumerate(zip(agents, names, strict=True))]
     with atomic_path(out) as partial, VideoWriter(partial, fps, crf, scale) as writer, \
             tqdm(total=n * len(agents), unit="map set", disable=not progress) as bar:
         for start in range(0, n, BATCH):
-            batch = states.observations[start:start + BATCH]
+            part = slice(start, start + BATCH)
             per_agent = []
-            for agent in agents:
-                per_agent.append(inspect_frames(agent, batch, methods))
-                bar.update(len(batch))
-            for i in range(len(batch)):
+            for agent, run in zip(agents, rows, strict=True):
+                inspections = inspect_frames(agent, states.observations[part], methods)
+                per_agent.append(inspections)
+                _save_rows(run, states, part, inspections, methods)
+                bar.update(len(inspections))
+            for i in range(len(per_agent[0])):
                 k = start + i
                 frame = draw(states.screens[k], int(states.episodes[k]), int(states.steps[k]),
                              [inspections[i] for inspections in per_agent])
                 writer.append(frame)
                 sample.offer(frame)
+    for run in rows:
+        run.finish()
     write_contact_sheet(sample, out.with_suffix(".png"), columns=SHEET_COLUMNS)
     return out
+
+
+def _run_meta(agent: Agent, name: str, states: States, methods: tuple[str, ...], out: Path) -> dict:
+    return {"agent": agent.source, "name": name, "methods": list(methods), "layout": "methods",
+            "environment": (agent.settings or states.settings).as_dict(), "states": states.source, "every": 1,
+            "action_meanings": agent.action_meanings, "video": out.name}
+
+
+def _save_rows(run: runs.RunWriter, states: States, part: slice, inspections, methods) -> None:
+    steps = [{"episode": int(e), "t": int(t), "reward": float(r), "score": float(s)}
+             for e, t, r, s in zip(states.episodes[part], states.steps[part], states.rewards[part],
+                                   states.scores[part], strict=True)]
+    run.append([step_row(step, inspection) for step, inspection in zip(steps, inspections, strict=True)],
+               states.screens[part], states.observations[part],
+               {m: np.stack([i.maps[m].astype(np.float16) for i in inspections]) for m in methods},
+               None if states.ram is None else states.ram[part])

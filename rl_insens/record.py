@@ -10,7 +10,6 @@ those files are safe.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -177,26 +176,22 @@ def record(
     agent.to(torch_device)
     env = agent.make_env(render_mode="rgb_array")
 
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an earlier run (checked above): its chunks must not mix with ours
-    (run_dir / runs.CHUNKS).mkdir(parents=True)
-    try:
-        runs.save_agent(agent, run_dir)
-    except BaseException:
-        shutil.rmtree(run_dir)  # nothing half-written
-        env.close()
-        raise
     meta = {"agent": str((agent.card or {}).get("source", "")), "methods": list(methods), "layout": layout,
             "environment": agent.game.as_dict(), "seed": seed, "every": every,
-            "action_meanings": agent.action_meanings, "video": out.name, "chunks": [], "complete": False,
+            "action_meanings": agent.action_meanings, "video": out.name,
             "crf": crf if out.suffix.lower() == ".mp4" else None, "scale": scale,
             "first_episode": first_episode}
+    try:
+        run = runs.RunWriter(run_dir, agent, meta)
+    except BaseException:
+        env.close()
+        raise
     with StopOnInterrupt() as stop:
         try:
             with atomic_path(out) as partial:  # removed again if nothing was recorded
                 writer = VideoWriter(partial, fps, crf, scale)
                 draw = _Drawer(methods, layout, agent.action_meanings, agent.game.game)
-                recorder = _Recorder(agent, methods, every, draw, writer, run_dir, meta, stop)
+                recorder = _Recorder(agent, methods, every, draw, writer, run, stop)
                 try:
                     with tqdm(total=episodes * max_steps if max_steps else None, unit="step",
                               disable=not progress) as bar:
@@ -209,31 +204,29 @@ def record(
                 if not recorder.steps:
                     raise _NothingRecorded
         except _NothingRecorded:
-            shutil.rmtree(run_dir)
+            run.discard()
             return Recording(None, None, None, 0, recorder.interrupted)
         sheet = out.with_suffix(".png")
         write_contact_sheet(recorder.sample, sheet)
-        runs.write_meta(run_dir, {**meta, "steps": recorder.steps, "complete": not recorder.interrupted})
+        run.finish(complete=not recorder.interrupted)
     return Recording(out, sheet, run_dir, recorder.steps, recorder.interrupted)
 
 
 class _Recorder:
     """Plays episodes and appends each finished chunk to the video and the run directory."""
 
-    def __init__(self, agent: Agent, methods, every: int, draw: _Drawer, writer: VideoWriter, run_dir: Path,
-                 meta: dict, stop: StopOnInterrupt) -> None:
+    def __init__(self, agent: Agent, methods, every: int, draw: _Drawer, writer: VideoWriter,
+                 run: runs.RunWriter, stop: StopOnInterrupt) -> None:
         self.agent, self.methods, self.every, self.draw = agent, methods, every, draw
-        self.writer, self.run_dir, self.meta, self.stop = writer, run_dir, meta, stop
+        self.writer, self.run, self.stop = writer, run, stop
         self.sample = FrameSample(LONG_CONTACT_FRAMES)
-        self.log: dict[str, list] = {k: [] for k in ("episode", "t", "action", "reward", "score", "logits",
-                                                     "probs", "value", "active_fraction", "fresh")}
         self.last_maps: dict[str, np.ndarray] = {}
         self.pending: list[dict] = []
         self.interrupted = False
 
     @property
     def steps(self) -> int:
-        return len(self.log["t"])
+        return self.run.steps
 
     def play(self, env, episodes, max_steps: int | None, seed: int, batch: int, bar) -> None:
         """Record the episodes (numbers; episode ``i`` resets with ``seed + i``); a Ctrl-C (or
@@ -282,25 +275,21 @@ class _Recorder:
         for frame in frames:
             self.writer.append(frame)
             self.sample.offer(frame)
-        start = self.steps
-        for item, inspection, is_fresh in zip(items, inspections, fresh, strict=True):
-            row = {"episode": item["episode"], "t": item["t"], "action": inspection.action,
-                   "reward": item["reward"], "score": item["score"], "logits": inspection.logits,
-                   "probs": inspection.action_probs,
-                   "value": np.nan if inspection.value is None else inspection.value,
-                   "active_fraction": inspection.active_fraction, "fresh": is_fresh}
-            for key, value in row.items():
-                self.log[key].append(value)
-        name = runs.chunk_name(len(self.meta["chunks"]))
-        ram = {"ram": np.stack([p["ram"] for p in items])} if items[0]["ram"] is not None else {}
-        runs.write_npz(self.run_dir / runs.CHUNKS / name, steps=np.arange(start, self.steps),
-                       screens=np.stack([p["screen"] for p in items]),
-                       observations=np.stack([p["obs"] for p in items]), **ram,
-                       **{f"map_{m}": np.stack(v) for m, v in maps.items()})
-        self.meta["chunks"].append(name)
-        runs.write_npz(self.run_dir / runs.STEPS_FILE, **{k: np.array(v) for k, v in self.log.items()})
-        runs.write_meta(self.run_dir, {**self.meta, "steps": self.steps})
+        rows = [step_row(item, inspection, is_fresh)
+                for item, inspection, is_fresh in zip(items, inspections, fresh, strict=True)]
+        ram = np.stack([p["ram"] for p in items]) if items[0]["ram"] is not None else None
+        self.run.append(rows, np.stack([p["screen"] for p in items]), np.stack([p["obs"] for p in items]),
+                        {m: np.stack(v) for m, v in maps.items()}, ram)
         return len(items)
+
+
+def step_row(step: dict, inspection: StepInspection, fresh: bool = True) -> dict:
+    """A row of the run directory's per-step table: where in the play (``step``: episode, t,
+    reward, score) and what the network did there."""
+    return {"episode": step["episode"], "t": step["t"], "action": inspection.action, "reward": step["reward"],
+            "score": step["score"], "logits": inspection.logits, "probs": inspection.action_probs,
+            "value": np.nan if inspection.value is None else inspection.value,
+            "active_fraction": inspection.active_fraction, "fresh": fresh}
 
 
 def write_contact_sheet(sample: FrameSample, png: Path, columns: int | None = None) -> None:

@@ -93,8 +93,34 @@ def test_compare_command(tmp_path):
     assert result.exit_code == 0, result.output
     frames = list(iio.imiter(out))
     assert len(frames) == 3 and frames[0].shape[:2] == (2 * ROW, 2 * PANEL)
-    bad = CliRunner().invoke(cli, ["compare", "--agents", paths[0], str(tmp_path / "none"), "--out", str(out)])
+    missing = str(tmp_path / "none")
+    bad = CliRunner().invoke(cli, ["compare", "--agents", paths[0], missing, "--out", str(out)])
     assert bad.exit_code == 2 and "no agent at" in bad.output
     bad = CliRunner().invoke(cli, ["compare", "--agents", *paths, "--states", str(tmp_path / "none"),
                                    "--out", str(out)])
     assert bad.exit_code == 2 and "not a run directory" in bad.output
+
+
+def test_each_row_is_a_run_directory_the_viewer_opens(tmp_path):
+    from rl_insens.clipstats import clip_statistics
+    from rl_insens.viewer.server import RunData
+
+    a = tiny_agent(0, 1000)
+    compare([a, louder(a)], tmp_path / "c.mp4", steps=3, methods=("insens", "gradient"),
+            names=["early", "late"], progress=False)
+    rows = sorted(p for p in (tmp_path / "c.run").iterdir() if p.is_dir())
+    assert [r.name for r in rows] == ["0_early", "1_late"]
+    for row in rows:
+        data = RunData(row)
+        assert data.n == 3 and data.summary()["complete"] and data.image(2, "gradient").startswith(b"\x89PNG")
+    early, late = (np.load(r / "chunks" / "chunk_00000.npz") for r in rows)
+    assert np.array_equal(early["observations"], late["observations"]) and "ram" in early
+    assert np.array_equal(early["map_insens"], late["map_insens"])
+    nonzero = early["map_gradient"] != 0
+    ratio = late["map_gradient"][nonzero].astype(np.float32) / early["map_gradient"][nonzero]
+    assert np.median(ratio) == pytest.approx(10, rel=1e-2)
+    first, second = (clip_statistics(r) for r in rows)
+    assert first["active_percent/conv1"] == second["active_percent/conv1"]
+    compare([a], tmp_path / "c.mp4", steps=2, methods=("gradient",), progress=False)  # replaces the rows
+    left = [p.name for p in (tmp_path / "c.run").iterdir() if p.is_dir()]
+    assert left == ["0_" + a.source.replace(" ", "_")]
