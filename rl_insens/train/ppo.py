@@ -1,0 +1,317 @@
+"""Train RLNET on any ALE game with stable-baselines3 PPO, resumably.
+
+Readable top to bottom: settings, environments, model (new or resumed), a callback that
+logs episodes, shows progress and checkpoints, then ``learn``. The one resume checkpoint is
+overwritten atomically, so an interrupted run loses at most ``checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from tqdm import tqdm
+
+from ..agents import RLNetExtractor
+from ..envs import PONG, AtariSettings, make_env
+from ..files import atomic_path, write_json
+
+STICKY_PROBABILITY = 0.25
+"""Repeat probability of sticky actions, the ALE v5 default, for robustness training and checks."""
+
+
+@dataclass
+class TrainConfig:
+    """PPO with the rl-zoo Atari hyper-parameters and RLNET as the network.
+
+    The defaults are the bundled agent's run."""
+
+    out_dir: str = "agents/pong_rlnet/train"
+    """Holds resume.zip (model + optimiser), episodes.csv and the learning curve."""
+    total_steps: int = 10_000_000
+    """Length of the learning-rate and clip-range schedules, in agent steps (rl-zoo's 10M).
+    Shorter schedules shrink the clip range too early: a 4M one left the return flat near 0
+    from 1.7M steps on. Training can stop as soon as the agent meets its target."""
+    stop_at: int | None = None
+    """Stop (after checkpointing) once this many steps are done; resume later."""
+    seed: int = 0
+    n_envs: int = 8
+    n_steps: int = 128
+    n_epochs: int = 4
+    batch_size: int = 256
+    learning_rate: float = 2.5e-4
+    """Initial value; decays linearly to 0 over ``total_steps``."""
+    clip_range: float = 0.1
+    """Initial value; decays linearly to 0 over ``total_steps``."""
+    sticky_envs: int = 0
+    """How many of the ``n_envs`` repeat the previous action with ``STICKY_PROBABILITY`` (sticky
+    actions), so that the policy cannot rely on exact timing; the others use ``env_settings``."""
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    checkpoint_every: int = 100_000
+    subprocess_envs: bool = True
+    env_settings: dict = field(default_factory=PONG.as_dict)
+    """The game and its preprocessing (:class:`~rl_insens.envs.AtariSettings` fields)."""
+
+    @property
+    def settings(self) -> AtariSettings:
+        """``env_settings`` as settings; runs from before the preprocessing was named used gymnasium's."""
+        return AtariSettings.from_dict({"preprocessing": "gymnasium", **self.env_settings})
+
+    @property
+    def resume_path(self) -> Path:
+        return Path(self.out_dir) / "resume.zip"
+
+
+def linear(initial: float):
+    """SB3 schedule: ``progress_remaining`` runs from 1 to 0 over ``total_steps``."""
+    return lambda progress_remaining: progress_remaining * initial
+
+
+def make_envs(cfg: TrainConfig, seed: int) -> VecEnv:
+    def make(rank: int):
+        sticky = STICKY_PROBABILITY if rank < cfg.sticky_envs else cfg.settings.repeat_action_probability
+
+        def thunk():
+            if multiprocessing.parent_process() is not None:  # a worker: Ctrl-C is the trainer's to handle
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            env = Monitor(make_env(cfg.settings, repeat_action_probability=sticky))
+            env.reset(seed=seed + rank)
+            env.action_space.seed(seed + rank)
+            return env
+
+        return thunk
+
+    vec_cls = SubprocVecEnv if cfg.subprocess_envs and cfg.n_envs > 1 else DummyVecEnv
+    return vec_cls([make(rank) for rank in range(cfg.n_envs)])
+
+
+class TrainingMonitor(BaseCallback):
+    """Progress bar with steps/s and ETA, an episode CSV, and periodic atomic checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, target_steps: int) -> None:
+        super().__init__()
+        self.cfg, self.target_steps = cfg, target_steps
+        self.csv_path = Path(cfg.out_dir) / "episodes.csv"
+        self.next_checkpoint = 0
+        self.recent: list[float] = []
+        self.stop_requested = False
+
+    def request_stop(self, *_) -> None:
+        """Signal handler: end ``learn`` at the next step, which then checkpoints. Raising from
+        the handler instead can leave SubprocVecEnv half-way through a step, and its close() hangs."""
+        self.stop_requested = True
+
+    def _on_training_start(self) -> None:
+        if not self.csv_path.exists():
+            self._append(["step", "return", "length", "wall_time"])
+        done = self.model.num_timesteps
+        self.next_checkpoint = done + self.cfg.checkpoint_every
+        self.bar = tqdm(total=self.target_steps, initial=done, unit="step", smoothing=0.05)
+
+    def _append(self, row: list) -> None:
+        # Opened per row, so that the log on disk is always the one being written, whatever
+        # replaced the file in the meantime (a checkout, a copy).
+        with open(self.csv_path, "a", newline="") as f:
+            csv.writer(f).writerow(row)
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            if "episode" in info:
+                episode = info["episode"]
+                self._append([self.num_timesteps, episode["r"], episode["l"], round(time.time(), 1)])
+                self.recent = (self.recent + [float(episode["r"])])[-20:]
+                self.bar.set_postfix(mean_return_20=f"{np.mean(self.recent):.1f}")
+        self.bar.update(self.training_env.num_envs)
+        if self.num_timesteps >= self.next_checkpoint:
+            self.save_checkpoint()
+            self.next_checkpoint += self.cfg.checkpoint_every
+        return self.num_timesteps < self.target_steps and not self.stop_requested
+
+    def save_checkpoint(self) -> None:
+        with atomic_path(self.cfg.resume_path) as tmp:
+            self.model.save(tmp)
+
+    def _on_training_end(self) -> None:
+        self.save_checkpoint()
+        self.bar.close()
+        plot_learning_curve(self.csv_path, Path(self.cfg.out_dir) / "learning_curve.png",
+                            title=f"RLNET on {self.cfg.settings.game}, PPO training")
+
+
+def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu",
+          callbacks: list[BaseCallback] | tuple = ()) -> PPO:
+    """Train (or resume) and return the model; checkpoints land in ``cfg.out_dir``.
+
+    ``device`` runs the policy and its updates there; checkpoints load on any device.
+    ``callbacks`` run after the training monitor at every step (an
+    :class:`~rl_insens.train.callback.InsensCallback`, say); any of them can stop training.
+    """
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    resuming = resume and cfg.resume_path.exists()
+    if resume and not resuming:
+        print(f"no checkpoint at {cfg.resume_path}; starting a new run")
+
+    if resuming:
+        model = PPO.load(cfg.resume_path, device=device)
+        envs = make_envs(cfg, seed=cfg.seed + model.num_timesteps)  # fresh episodes after resume
+        model.set_env(envs)
+    else:
+        envs = make_envs(cfg, seed=cfg.seed)
+        model = PPO(
+            "CnnPolicy",
+            envs,
+            n_steps=cfg.n_steps,
+            n_epochs=cfg.n_epochs,
+            batch_size=cfg.batch_size,
+            learning_rate=linear(cfg.learning_rate),
+            clip_range=linear(cfg.clip_range),
+            ent_coef=cfg.ent_coef,
+            vf_coef=cfg.vf_coef,
+            policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[]),
+            seed=cfg.seed,
+            device=device,
+            verbose=0,
+        )
+    write_json(Path(cfg.out_dir) / "config.json", asdict(cfg))
+
+    target = min(cfg.total_steps, cfg.stop_at or cfg.total_steps)
+    if model.num_timesteps >= target:
+        print(f"already trained {model.num_timesteps} steps (target {target})")
+        return model
+    monitor = TrainingMonitor(cfg, target)
+    previous = {sig: signal.signal(sig, monitor.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        model.learn(
+            total_timesteps=cfg.total_steps - model.num_timesteps if resuming else cfg.total_steps,
+            callback=CallbackList([monitor, *callbacks]),
+            reset_num_timesteps=not resuming,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        envs.close()
+    if monitor.stop_requested:
+        print(f"interrupted: checkpoint saved at {model.num_timesteps} steps")
+        raise KeyboardInterrupt
+    return model
+
+
+def _episode_log(csv_path: Path, up_to_step: int | None = None) -> list[dict]:
+    """The training run's episodes, those logged by ``up_to_step`` when given."""
+    with open(csv_path) as f:
+        return [row for row in csv.DictReader(f) if up_to_step is None or int(row["step"]) <= up_to_step]
+
+
+def plot_learning_curve(csv_path: Path, png_path: Path, window: int = 20,
+                        up_to_step: int | None = None, title: str = "RLNET, PPO training") -> None:
+    """Episode returns against agent steps, with a moving mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _episode_log(csv_path, up_to_step)
+    steps, returns = [int(r["step"]) for r in rows], [float(r["return"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, returns, ".", alpha=0.25, label="episode return")
+    if len(returns) >= window:
+        mean = np.convolve(returns, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], mean, label=f"mean of {window}")
+    ax.set(xlabel="agent steps", ylabel="return", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def training_wall_time(csv_path: Path, up_to_step: int | None = None) -> float:
+    """Seconds between the first and last logged episode, summed over resumed segments."""
+    times = [float(row["wall_time"]) for row in _episode_log(csv_path, up_to_step)]
+    gaps = np.diff(times) if len(times) > 1 else np.array([])
+    return float(gaps[gaps < 600].sum())  # a gap of over 10 minutes is a pause between sessions
+
+
+def export_agent(
+    cfg: TrainConfig, agent_dir: str | Path, eval_episodes: int = 10, eval_seed: int = 1000,
+    note: str | None = None, checkpoint: str | Path | None = None,
+) -> dict:
+    """Ship a checkpoint (by default the run's latest) as an rl-insens agent: weights, model card
+    with scores, learning curve up to that checkpoint."""
+    from ..agents import load_agent, save_agent
+
+    model = PPO.load(checkpoint or cfg.resume_path, device="cpu")
+    steps = int(model.num_timesteps)
+    agent_dir = Path(agent_dir)
+    csv_path = Path(cfg.out_dir) / "episodes.csv"
+    wall_time = training_wall_time(csv_path, steps) if csv_path.exists() else None
+    card = {
+        "name": f"RLNET {cfg.settings.game} (PPO)",
+        "environment": cfg.settings.as_dict(),
+        "algorithm": "PPO (stable-baselines3)",
+        "hyperparameters": {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "env_settings")},
+        "steps_trained": steps,
+        "wall_time_hours": None if wall_time is None else round(wall_time / 3600, 2),
+        "preprocessing_note": "network input: uint8 frames / 255 (Agent.preprocess), shape (4, 84, 84)",
+    }
+    if note:
+        card["training_note"] = note
+    save_agent(model.policy, agent_dir, card)
+    seeds = list(range(eval_seed, eval_seed + eval_episodes))
+    card["evaluation"] = {
+        "protocol": f"greedy actions; {eval_episodes} episodes with reset seeds {seeds[0]}..{seeds[-1]} in "
+                    "the training setting and with sticky actions; one episode per no-op start in the "
+                    "training setting (deterministic given the start, so their mean is exact)",
+        **greedy_evaluation(load_agent(agent_dir), seeds),
+    }
+    save_agent(model.policy, agent_dir, card)
+    if csv_path.exists():
+        plot_learning_curve(csv_path, agent_dir / "learning_curve.png", up_to_step=steps,
+                            title=f"RLNET on {cfg.settings.game}, PPO training")
+    return card
+
+
+def greedy_evaluation(agent, seeds: list[int], max_steps: int | None = None) -> dict:
+    """The model card's protocol: greedy returns on ``seeds`` in the training setting and with
+    sticky actions, and on every no-op start of the training setting (its exact mean)."""
+    from ..evaluate import noop_start_seeds, play_episodes, summary
+
+    play = partial(play_episodes, agent, max_steps=max_steps)
+    every_start = noop_start_seeds(agent.game.env_id, agent.game.noop_max)
+    sticky = summary(play(seeds, repeat_action_probability=STICKY_PROBABILITY))
+    return {"training_setting": summary(play(seeds)),
+            "training_setting_every_noop_start": summary(play(every_start)),
+            f"sticky_actions_{STICKY_PROBABILITY}": sticky}
+
+
+def validate_checkpoint(cfg: TrainConfig, first_seed: int = 2000, episodes: int = 10,
+                        max_steps: int | None = None, checkpoint: str | Path | None = None) -> dict:
+    """Score a checkpoint (by default the run's latest) and append it to ``validation.jsonl``.
+
+    The seeds are ones the card does not use, for the sticky setting above all; in the training
+    setting the every-start mean is exact, so it, not a sample of seeds, is what to compare.
+
+    ``max_steps`` cuts episodes short to screen quickly; cut episodes count as unfinished.
+    """
+    from ..agents import load_agent
+
+    checkpoint = checkpoint or cfg.resume_path
+    seeds = list(range(first_seed, first_seed + episodes))
+    record = {"steps": int(PPO.load(checkpoint, device="cpu").num_timesteps), "max_steps": max_steps,
+              **greedy_evaluation(load_agent(checkpoint, env=cfg.settings), seeds, max_steps)}
+    with open(Path(cfg.out_dir) / "validation.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
