@@ -14,6 +14,7 @@ from .engine import (
 from .envs import AtariSettings, make_env, make_pong_env
 from .inspector import Inspector
 from .nets import RLNet, TwoConv
+from .train.callback import InsensCallback
 from .wrapper import InsensWrapper
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "UnsupportedModelError",
     "Inspector",
     "InsensWrapper",
+    "InsensCallback",
     "attribute",
     "load_agent",
     "make_pong_env",

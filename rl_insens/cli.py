@@ -12,6 +12,7 @@ from .attribution import METHODS
 from .engine import UnsupportedModelError
 from .faithfulness import CHECKS, FRACTION, SIGMA
 from .files import atomic_path, check_writable_file, write_json, write_text
+from .video import DEFAULT_CRF, MAX_SCALE
 
 DEFAULT_AGENT = Path("agents/pong_rlnet")
 
@@ -77,17 +78,27 @@ def main() -> None:
               help="Where PPO's updates run (the environments always step on the CPU).")
 @click.option("--dummy-envs", is_flag=True, help="Step environments in this process.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resume.zip if it exists.")
-def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, **given):
+@click.option("--inspect-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Every N agent steps, record and measure the policy into OUT_DIR/inspections.")
+@click.option("--inspect-steps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Greedy steps per inspection clip (reset seed 0).")
+@click.option("--inspect-methods", default="insens", show_default=True,
+              help="Comma-separated, for the clips.")
+def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, inspect_every, inspect_steps,
+          inspect_methods, **given):
     """Train RLNET with PPO on an ALE game (resumable; by default the bundled agent's run).
 
     Options left unset take the resumed run's values (its config.json), else TrainConfig's.
-    A new run with --env plays that game with its minimal action set.
+    A new run with --env plays that game with its minimal action set. With --inspect-every the
+    policy is recorded and measured as it learns: clips in OUT_DIR/inspections, numbers in
+    OUT_DIR/inspections/inspections.jsonl and under insens/ in the training logs.
     """
     import torch
 
     from .envs import AtariSettings, check_env_id
     from .train import TrainConfig
     from .train import train as run
+    from .train.callback import InsensCallback
 
     if device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device here")
@@ -109,8 +120,17 @@ def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, **given
             env_settings = new.as_dict()
     cfg = TrainConfig(out_dir=out_dir, stop_at=stop_at, subprocess_envs=not dummy_envs,
                       env_settings=env_settings, **chosen)
+    callbacks = []
+    if inspect_every:
+        try:
+            methods = [m.strip() for m in inspect_methods.split(",") if m.strip()]
+            callbacks.append(InsensCallback(cfg.settings, every=inspect_every, steps=inspect_steps,
+                                            methods=methods, out_dir=Path(out_dir) / "inspections",
+                                            device=device))
+        except ValueError as error:
+            fail(str(error))
     try:
-        run(cfg, resume=resume, device=device)
+        run(cfg, resume=resume, device=device, callbacks=callbacks)
     except KeyboardInterrupt:
         fail("interrupted; the checkpoint was saved, continue with --resume")
 
@@ -218,28 +238,45 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
 @click.option("--agent", "agent_path", default=str(DEFAULT_AGENT), show_default=True,
               help="rl-insens agent directory, stable-baselines3 .zip or CleanRL .cleanrl_model")
 @env_option
-@click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="More than one: a video and run directory per episode, in a folder named after --out.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cap on agent steps per episode.")
 @click.option("--seed", default=0, show_default=True, help="Episode i resets with seed SEED + i.")
+@where_tasks_run
+@click.option("--resume", is_flag=True, help="With several episodes: continue, skipping finished ones.")
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Comma-separated.")
 @click.option("--every", default=1, show_default=True, help="Compute maps every K-th step.")
 @click.option("--fps", default=30, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="The video (.mp4)  [default: recordings/GAME.mp4]")
+              help="The video: .mp4, or .gif for a GIF  [default: recordings/GAME.mp4]")
+@click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
+              help="MP4 quality, x264's CRF: lower is better and larger (0: lossless; before: 15).")
+@click.option("--scale", type=click.FloatRange(0, MAX_SCALE, min_open=True), default=1.0, show_default=True,
+              help="Resize the video's frames by this factor (0.5: half the width and height).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--layout", type=click.Choice(["methods", "stack"]), default="methods", show_default=True,
-              help="methods: screen and one panel per method; stack: Insens on each of the 4 frames.")
+              help="methods: screen and one panel per method (one method: both larger); "
+              "stack: Insens on each of the 4 frames.")
 @click.option("--batch", default=16, show_default=True, help="Frames per batched attribution call.")
-def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, out, device, layout, batch):
-    """Record an annotated side-by-side video of an agent playing its game."""
+def record(agent_path, env_id, episodes, max_steps, seed, workers, backend, address, resume, methods, every,
+           fps, out, crf, scale, device, layout, batch):
+    """Record an annotated side-by-side video of an agent playing its game.
+
+    With --episodes N above 1, each episode gets its own video, contact sheet and run directory
+    in the folder OUT without its suffix (recordings/pong.mp4: recordings/pong/episode_0000.mp4
+    ...), recorded by --workers processes or Ray tasks, and --resume skips finished episodes.
+    """
     from .record import record as run
 
     agent = load_agent_or_fail(agent_path, env_id)
     out = out or Path("recordings") / f"{agent.game.game}.mp4"
+    if episodes > 1:
+        return _record_episodes(agent_path, env_id, out, episodes, max_steps, seed, workers, backend, address,
+                                resume, methods, every, fps, crf, scale, device, layout, batch)
     try:
         result = run(agent, out, episodes=episodes, max_steps=max_steps, seed=seed,
                      methods=[m.strip() for m in methods.split(",") if m.strip()], every=every, fps=fps,
-                     device=device, layout=layout, batch=batch)
+                     device=device, layout=layout, batch=batch, crf=crf, scale=scale)
     except (FileNotFoundError, ValueError, UnsupportedModelError) as error:
         fail(str(error))
     if result.video is None:
@@ -250,6 +287,66 @@ def record(agent_path, env_id, episodes, max_steps, seed, methods, every, fps, o
         click.echo(f"interrupted after {result.steps} steps; the video, contact sheet and run data hold "
                    "those frames", err=True)
         sys.exit(130)
+
+
+def _record_episodes(agent_path, env_id, out, episodes, max_steps, seed, workers, backend, address, resume,
+                     methods, every, fps, crf, scale, device, layout, batch) -> None:
+    from .recordings import record_episodes
+
+    folder = out.with_suffix("")
+    try:
+        videos = record_episodes(agent_path, folder, episodes, env=env_id, max_steps=max_steps, seed=seed,
+                                 methods=[m.strip() for m in methods.split(",") if m.strip()], every=every,
+                                 fps=fps, layout=layout, crf=crf, scale=scale, suffix=out.suffix.lower(),
+                                 batch=batch, device=device, workers=workers, backend=backend,
+                                 address=address, resume=resume)
+    except (*USER_ERRORS, FileExistsError, ImportError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail(f"interrupted; the finished episodes are in {folder}, continue with --resume")
+    click.echo(f"{len(videos)} videos, contact sheets and run directories in {folder}/")
+
+
+@main.command(context_settings={"allow_interspersed_args": True})
+@click.option("--agents", "first", required=True, metavar="A [B ...]",
+              help="Agent directories, SB3 zips or CleanRL checkpoints, one row each; the first plays.")
+@click.argument("more", nargs=-1, metavar="")
+@env_option
+@click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True,
+              help="States: greedy steps of the first agent (or the first STEPS of --states).")
+@click.option("--states", "states_dir", type=click.Path(path_type=Path), default=None,
+              help="Take the states from this run directory (rl-insens record) instead.")
+@click.option("--seed", default=0, show_default=True, help="Reset seed of the first agent's play.")
+@click.option("--methods", default="insens,gradient", show_default=True,
+              help="Comma-separated, one column each.")
+@click.option("--names", default=None, help="Comma-separated row captions [default: the agents' file names].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("compare.mp4"), show_default=True,
+              help="The video: .mp4 or .gif.")
+@click.option("--crf", type=click.IntRange(0, 51), default=DEFAULT_CRF, show_default=True,
+              help="MP4 quality (x264's CRF).")
+@click.option("--scale", type=click.FloatRange(0, MAX_SCALE, min_open=True), default=1.0, show_default=True)
+@click.option("--fps", default=30, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def compare(first, more, env_id, steps, states_dir, seed, methods, names, out, crf, scale, fps, device):
+    """Several agents on the same states: one row per agent, one column per method, one colour
+    scale per column (rl-insens compare --agents A B C --steps 300 --out compare.mp4)."""
+    from .compare import agent_names, states_from_run
+    from .compare import compare as run
+    from .runs import RunError
+
+    paths = [first, *more]
+    agents = [load_agent_or_fail(path, env_id, need_game=states_dir is None and i == 0)
+              for i, path in enumerate(paths)]
+    try:
+        chosen = [m.strip() for m in methods.split(",") if m.strip()]
+        captions = [n.strip() for n in names.split(",")] if names else agent_names(paths)
+        states = states_from_run(states_dir, steps) if states_dir else None
+        written = run(agents, out, states=states, steps=steps, seed=seed, methods=chosen, names=captions,
+                      fps=fps, crf=crf, scale=scale, device=device)
+    except (*USER_ERRORS, RunError) as error:
+        fail(str(error))
+    click.echo(f"video: {written}\ncontact sheet: {written.with_suffix('.png')}\n"
+               f"run data, one directory per agent (rl-insens view): {written.with_suffix('.run')}/")
 
 
 @main.command()

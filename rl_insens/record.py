@@ -10,25 +10,28 @@ those files are safe.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import imageio.v2 as imageio
-import imageio.v3 as iio
 import numpy as np
 from tqdm import tqdm
 
 from . import render, runs
 from .agents import Agent, load_agent
 from .files import atomic_path, check_writable_dir, check_writable_file
+from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
 from .wrapper import DEFAULT_METHODS, StepInspection, check_methods, inspect_frames, resolve_device
 
 LAYOUTS = ("methods", "stack")
 CONTACT_FRAMES = 6
+LONG_CONTACT_FRAMES = 12
+"""Frames on the contact sheet of a recording longer than ``LONG_RECORDING`` frames (two columns)."""
+LONG_RECORDING = 600
+SINGLE_ZOOM = 3
+"""Zoom of the game and the map when only one method is recorded: two panels, each large."""
 
 
 @dataclass
@@ -82,17 +85,18 @@ class _Drawer:
         self.methods, self.layout, self.meanings, self.game = methods, layout, meanings, game
         self.scales = {m: render.SmoothScale() for m in methods}
         self.stack_method = "insens" if "insens" in methods else methods[0]
+        self.zoom = SINGLE_ZOOM if layout == "methods" and len(methods) == 1 else render.PANEL_ZOOM
 
     def __call__(self, screen, observation, inspection: StepInspection, step: dict) -> np.ndarray:
         backdrop = render.dim(screen)
         if self.layout == "methods":
             title = f"{self.game}  episode {step['episode']}  step {step['t']}"
-            panels = [render.panel(screen, None, None, title)]
+            panels = [render.panel(screen, None, None, title, self.zoom)]
             for method in self.methods:
                 newest = inspection.maps[method][-1]  # the newest frame of the stack
                 values = render.to_screen(newest, screen.shape)
                 scale = self.scales[method].update(values)
-                panels.append(render.panel(backdrop, values, scale, method))
+                panels.append(render.panel(backdrop, values, scale, method, self.zoom))
         else:
             maps = inspection.maps[self.stack_method]
             scale = self.scales[self.stack_method].update(maps)
@@ -104,21 +108,21 @@ class _Drawer:
                                            f"frame t-{len(observation) - 1 - k}: {self.stack_method}"))
         action = inspection.action
         value = "n/a" if inspection.value is None else f"{inspection.value:+.2f}"
-        lines = [
-            f"step {step['t']}   action {self.meanings[action]} (p={inspection.action_probs[action]:.2f})   "
-            f"value {value}   score {step['score']:+.0f}   active neurons {inspection.active_fraction:.1%}",
-            "ms/frame: " + "  ".join(f"{m} {1e3 * s:.0f}" for m, s in inspection.seconds.items()),
-        ]
-        return render.side_by_side(panels, lines)
+        probability = inspection.action_probs[action]
+        what = f"step {step['t']}   action {self.meanings[action]} (p={probability:.2f})   "
+        state = (f"value {value}   score {step['score']:+.0f}   "
+                 f"active neurons {inspection.active_fraction:.1%}")
+        timing = "ms/frame: " + "  ".join(f"{m} {1e3 * s:.0f}" for m, s in inspection.seconds.items())
+        narrow = len(panels) == 2  # two panels are too narrow for the whole first line
+        return render.side_by_side(panels, [what, state, timing] if narrow else [what + state, timing])
 
 
 def check_outputs(out: str | Path, run_dir: str | Path | None = None) -> tuple[Path, Path]:
     """The video path and run directory, checked before any work: a one-line ``ValueError``
-    for a path that is not an ``.mp4``, is a directory, cannot be written, or a run directory
-    that would overwrite something other than an earlier run."""
+    for a path that is not an ``.mp4`` or ``.gif``, is a directory, cannot be written, or a run
+    directory that would overwrite something other than an earlier run."""
     out = Path(out)
-    if out.suffix != ".mp4":
-        raise ValueError(f"the video must be an .mp4 file, got {out}")
+    check_video_settings(out)
     check_writable_file(out, "video")
     run_dir = Path(run_dir) if run_dir else out.with_suffix(".run")
     if run_dir.exists():
@@ -146,49 +150,53 @@ def record(
     batch: int = 16,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    crf: int = DEFAULT_CRF,
+    scale: float = 1.0,
+    first_episode: int = 0,
 ) -> Recording:
-    """Record ``episodes`` greedy episodes (each capped at ``max_steps``) to the MP4 ``out``.
+    """Record ``episodes`` greedy episodes (each capped at ``max_steps``; episode ``i`` resets
+    with seed ``seed + i``) to ``out``, an MP4 (x264 at ``crf``) or a GIF, its frames resized by
+    ``scale``.
 
-    Beside it: ``out`` with ``.png`` (a contact sheet) and a run directory (``out`` without
-    suffix, ``.run``, replacing an earlier run there) holding per-step data and attribution
-    maps as compressed ``.npz``.
+    Beside it: ``out`` with ``.png`` (a contact sheet spread over the whole recording) and a
+    run directory (``out`` without suffix, ``.run``, replacing an earlier run there) holding
+    per-step data and attribution maps as compressed ``.npz``. One method in the ``methods``
+    layout draws the game and its map side by side, each larger. ``first_episode`` numbers the
+    episodes from there (one episode of many recorded on its own keeps its number and seed).
     """
     methods = check_methods(methods)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
     if episodes < 1 or every < 1 or fps < 1 or batch < 1 or (max_steps is not None and max_steps < 1):
         raise ValueError("episodes, every, fps, batch and max_steps must be positive")
+    check_video_settings(out, crf, scale)
     out, run_dir = check_outputs(out, run_dir)
     torch_device = resolve_device(device)
     agent = load_agent(agent) if isinstance(agent, (str, Path)) else agent
     agent.to(torch_device)
     env = agent.make_env(render_mode="rgb_array")
 
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an earlier run (checked above): its chunks must not mix with ours
-    (run_dir / runs.CHUNKS).mkdir(parents=True)
-    try:
-        runs.save_agent(agent, run_dir)
-    except BaseException:
-        shutil.rmtree(run_dir)  # nothing half-written
-        env.close()
-        raise
     meta = {"agent": str((agent.card or {}).get("source", "")), "methods": list(methods), "layout": layout,
             "environment": agent.game.as_dict(), "seed": seed, "every": every,
-            "action_meanings": agent.action_meanings, "video": out.name, "chunks": [], "complete": False}
+            "action_meanings": agent.action_meanings, "video": out.name,
+            "crf": crf if out.suffix.lower() == ".mp4" else None, "scale": scale,
+            "first_episode": first_episode}
+    try:
+        run = runs.RunWriter(run_dir, agent, meta)
+    except BaseException:
+        env.close()
+        raise
     with StopOnInterrupt() as stop:
         try:
             with atomic_path(out) as partial:  # removed again if nothing was recorded
-                writer = imageio.get_writer(partial, format="FFMPEG", fps=fps, codec="libx264", quality=7,
-                                            pixelformat="yuv420p", macro_block_size=2,
-                                            ffmpeg_log_level="error")
+                writer = VideoWriter(partial, fps, crf, scale)
                 draw = _Drawer(methods, layout, agent.action_meanings, agent.game.game)
-                recorder = _Recorder(agent, methods, every, draw,
-                                     writer, run_dir, meta, stop)
+                recorder = _Recorder(agent, methods, every, draw, writer, run, stop)
                 try:
                     with tqdm(total=episodes * max_steps if max_steps else None, unit="step",
                               disable=not progress) as bar:
-                        recorder.play(env, episodes, max_steps, seed, batch, bar)
+                        recorder.play(env, range(first_episode, first_episode + episodes), max_steps, seed,
+                                      batch, bar)
                 finally:
                     env.close()
                     stop.requested = True  # from here on Ctrl-C waits until the files are safe
@@ -196,45 +204,47 @@ def record(
                 if not recorder.steps:
                     raise _NothingRecorded
         except _NothingRecorded:
-            shutil.rmtree(run_dir)
+            run.discard()
             return Recording(None, None, None, 0, recorder.interrupted)
         sheet = out.with_suffix(".png")
-        write_contact_sheet(out, sheet, recorder.steps)
-        runs.write_meta(run_dir, {**meta, "steps": recorder.steps, "complete": not recorder.interrupted})
+        write_contact_sheet(recorder.sample, sheet)
+        run.finish(complete=not recorder.interrupted)
     return Recording(out, sheet, run_dir, recorder.steps, recorder.interrupted)
 
 
 class _Recorder:
     """Plays episodes and appends each finished chunk to the video and the run directory."""
 
-    def __init__(self, agent: Agent, methods, every: int, draw: _Drawer, writer, run_dir: Path, meta: dict,
-                 stop: StopOnInterrupt) -> None:
+    def __init__(self, agent: Agent, methods, every: int, draw: _Drawer, writer: VideoWriter,
+                 run: runs.RunWriter, stop: StopOnInterrupt) -> None:
         self.agent, self.methods, self.every, self.draw = agent, methods, every, draw
-        self.writer, self.run_dir, self.meta, self.stop = writer, run_dir, meta, stop
-        self.log: dict[str, list] = {k: [] for k in ("episode", "t", "action", "reward", "score", "logits",
-                                                     "probs", "value", "active_fraction", "fresh")}
+        self.writer, self.run, self.stop = writer, run, stop
+        self.sample = FrameSample(LONG_CONTACT_FRAMES)
         self.last_maps: dict[str, np.ndarray] = {}
         self.pending: list[dict] = []
         self.interrupted = False
 
     @property
     def steps(self) -> int:
-        return len(self.log["t"])
+        return self.run.steps
 
-    def play(self, env, episodes: int, max_steps: int | None, seed: int, batch: int, bar) -> None:
-        """Record the episodes; a Ctrl-C (or ``KeyboardInterrupt``) ends them at the last whole
-        chunk, dropping frames not yet attributed, since stopping must be quick."""
+    def play(self, env, episodes, max_steps: int | None, seed: int, batch: int, bar) -> None:
+        """Record the episodes (numbers; episode ``i`` resets with ``seed + i``); a Ctrl-C (or
+        ``KeyboardInterrupt``) ends them at the last whole chunk, dropping frames not yet
+        attributed, since stopping must be quick."""
+        ale = getattr(env.unwrapped, "ale", None)  # the console's RAM, where the game has one
         try:
-            for episode in range(episodes):
+            for episode in episodes:
                 obs, _ = env.reset(seed=seed + episode)
                 score, t, done = 0.0, 0, False
                 while not done and (max_steps is None or t < max_steps):
                     if self.stop.requested:
                         raise KeyboardInterrupt
                     screen = env.render()
+                    ram = None if ale is None else ale.getRAM().copy()
                     action = self.agent.act(obs)
                     next_obs, reward, terminated, truncated, _ = env.step(action)
-                    self.pending.append({"obs": obs, "screen": screen, "episode": episode, "t": t,
+                    self.pending.append({"obs": obs, "screen": screen, "ram": ram, "episode": episode, "t": t,
                                          "reward": float(reward), "score": score})
                     score, t, done, obs = score + float(reward), t + 1, terminated or truncated, next_obs
                     if len(self.pending) == batch:
@@ -263,33 +273,34 @@ class _Recorder:
                 maps[m].append(inspection.maps[m].astype(np.float16))
             frames.append(self.draw(item["screen"], item["obs"], inspection, item))
         for frame in frames:
-            self.writer.append_data(frame)
-        start = self.steps
-        for item, inspection, is_fresh in zip(items, inspections, fresh, strict=True):
-            row = {"episode": item["episode"], "t": item["t"], "action": inspection.action,
-                   "reward": item["reward"], "score": item["score"], "logits": inspection.logits,
-                   "probs": inspection.action_probs,
-                   "value": np.nan if inspection.value is None else inspection.value,
-                   "active_fraction": inspection.active_fraction, "fresh": is_fresh}
-            for key, value in row.items():
-                self.log[key].append(value)
-        name = runs.chunk_name(len(self.meta["chunks"]))
-        runs.write_npz(self.run_dir / runs.CHUNKS / name, steps=np.arange(start, self.steps),
-                       screens=np.stack([p["screen"] for p in items]),
-                       observations=np.stack([p["obs"] for p in items]),
-                       **{f"map_{m}": np.stack(v) for m, v in maps.items()})
-        self.meta["chunks"].append(name)
-        runs.write_npz(self.run_dir / runs.STEPS_FILE, **{k: np.array(v) for k, v in self.log.items()})
-        runs.write_meta(self.run_dir, {**self.meta, "steps": self.steps})
+            self.writer.append(frame)
+            self.sample.offer(frame)
+        rows = [step_row(item, inspection, is_fresh)
+                for item, inspection, is_fresh in zip(items, inspections, fresh, strict=True)]
+        ram = np.stack([p["ram"] for p in items]) if items[0]["ram"] is not None else None
+        self.run.append(rows, np.stack([p["screen"] for p in items]), np.stack([p["obs"] for p in items]),
+                        {m: np.stack(v) for m, v in maps.items()}, ram)
         return len(items)
 
 
-def write_contact_sheet(video: Path, png: Path, n_frames: int, n: int = CONTACT_FRAMES) -> None:
-    """Evenly spaced frames of a video of ``n_frames`` frames, in a grid."""
-    if n_frames == 0:
+def step_row(step: dict, inspection: StepInspection, fresh: bool = True) -> dict:
+    """A row of the run directory's per-step table: where in the play (``step``: episode, t,
+    reward, score) and what the network did there."""
+    return {"episode": step["episode"], "t": step["t"], "action": inspection.action, "reward": step["reward"],
+            "score": step["score"], "logits": inspection.logits, "probs": inspection.action_probs,
+            "value": np.nan if inspection.value is None else inspection.value,
+            "active_fraction": inspection.active_fraction, "fresh": fresh}
+
+
+def write_contact_sheet(sample: FrameSample, png: Path, columns: int | None = None) -> None:
+    """Frames spread over the whole recording, in a grid: ``CONTACT_FRAMES`` in one column (or
+    ``columns``), or for a recording of over ``LONG_RECORDING`` frames ``LONG_CONTACT_FRAMES`` in
+    two (or twice ``columns``)."""
+    long = sample.count > LONG_RECORDING
+    sample.n = LONG_CONTACT_FRAMES if long else CONTACT_FRAMES
+    frames = [frame for _, frame in sample.pick()]
+    if not frames:
         return
-    picks = set(np.linspace(0, n_frames - 1, min(n, n_frames)).round().astype(int).tolist())
-    frames = [frame for i, frame in enumerate(iio.imiter(video)) if i in picks]
-    sheet = render.contact_sheet(frames)
+    sheet = render.contact_sheet(frames, columns=(columns or 1) * (2 if long else 1), width=sample.width)
     with atomic_path(png) as tmp:
         cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

@@ -19,7 +19,8 @@ SMOOTHING = 0.8
 """Weight of the previous scale in the moving scale (0: none)."""
 PANEL_ZOOM = 2
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-CAPTION_HEIGHT = 46
+CAPTION_LINE = 20
+"""Pixels per line of a caption strip (at least two lines)."""
 TITLE_HEIGHT = 22
 LEGEND_HEIGHT = 26
 
@@ -88,18 +89,20 @@ def legend(width: int, scale: float | None) -> np.ndarray:
     return bar
 
 
-def panel(background: np.ndarray, values: np.ndarray | None, scale: float | None, title: str) -> np.ndarray:
-    """One video panel: a title, the screen with the map over it, a legend."""
+def panel(background: np.ndarray, values: np.ndarray | None, scale: float | None, title: str,
+          factor: int = PANEL_ZOOM) -> np.ndarray:
+    """One video panel: a title, the screen with the map over it (zoomed by ``factor``), a legend."""
     image = background if values is None else overlay(background, values, scale)
-    image = zoom(image)
+    image = zoom(image, factor)
     bar = legend(image.shape[1], None if values is None else scale)
     return np.concatenate([titled(image, title), bar])
 
 
 def caption(width: int, lines: list[str]) -> np.ndarray:
-    strip = np.full((CAPTION_HEIGHT, width, 3), 245, np.uint8)
-    for i, line in enumerate(lines[:2]):
-        cv2.putText(strip, line, (8, 18 + 20 * i), FONT, 0.55, (20, 20, 20), 1, cv2.LINE_AA)
+    """A strip with the lines of text, its height set by how many there are (two at least)."""
+    strip = np.full((6 + CAPTION_LINE * max(2, len(lines)), width, 3), 245, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(strip, line, (8, 18 + CAPTION_LINE * i), FONT, 0.55, (20, 20, 20), 1, cv2.LINE_AA)
     return strip
 
 

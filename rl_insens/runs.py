@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -239,3 +240,56 @@ def read_meta(run_dir: Path) -> dict:
         raise RunError(f"{run_dir} is not a readable run directory: its {META_FILE} is damaged "
                        f"({type(error).__name__}: {error})") from None
     return meta
+
+
+LOG_KEYS = ("episode", "t", "action", "reward", "score", "logits", "probs", "value", "active_fraction",
+            "fresh")
+"""The per-step table (``steps.npz``): one row per frame."""
+
+
+class RunWriter:
+    """Writes a run directory as frames come, replacing an earlier run at ``run_dir``.
+
+    Each :meth:`append` adds one chunk and then rewrites the per-step table and ``run.json``,
+    so what is on disk is whole up to its last chunk; :meth:`finish` marks it complete (or not),
+    :meth:`discard` removes it. An agent that cannot be stored leaves nothing behind.
+    """
+
+    def __init__(self, run_dir: str | Path, agent: Agent, meta: dict) -> None:
+        self.dir = Path(run_dir)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)  # an earlier run (the caller checked): its chunks must not mix with ours
+        (self.dir / CHUNKS).mkdir(parents=True)
+        try:
+            save_agent(agent, self.dir)
+        except BaseException:
+            shutil.rmtree(self.dir)
+            raise
+        self.meta = {**meta, "chunks": [], "complete": False}
+        self.log: dict[str, list] = {k: [] for k in LOG_KEYS}
+
+    @property
+    def steps(self) -> int:
+        return len(self.log["t"])
+
+    def append(self, rows: list[dict], screens: np.ndarray, observations: np.ndarray,
+               maps: dict[str, np.ndarray], ram: np.ndarray | None = None) -> None:
+        """One chunk: ``rows`` (each with every ``LOG_KEYS`` entry), the frames' screens,
+        observations, maps (``{method: [n, *observation shape]}``) and, for ALE games, RAM."""
+        start = self.steps
+        for row in rows:
+            for key in LOG_KEYS:
+                self.log[key].append(row[key])
+        name = chunk_name(len(self.meta["chunks"]))
+        extra = {} if ram is None else {"ram": ram}
+        write_npz(self.dir / CHUNKS / name, steps=np.arange(start, self.steps), screens=screens,
+                  observations=observations, **extra, **{f"map_{m}": v for m, v in maps.items()})
+        self.meta["chunks"].append(name)
+        write_npz(self.dir / STEPS_FILE, **{k: np.array(v) for k, v in self.log.items()})
+        write_meta(self.dir, {**self.meta, "steps": self.steps})
+
+    def finish(self, complete: bool = True) -> None:
+        write_meta(self.dir, {**self.meta, "steps": self.steps, "complete": complete})
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

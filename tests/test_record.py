@@ -129,3 +129,71 @@ def test_cli_errors_exit_nonzero(tmp_path):
                              "--methods", "gradient", "--out", str(tmp_path / "ok.mp4")])
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "ok.mp4").exists()
+
+
+# ----- video controls ------------------------------------------------------------------------------
+def test_one_method_draws_the_map_full_size_beside_the_game(agent, tmp_path):
+    from rl_insens.record import SINGLE_ZOOM
+
+    result = record(agent, tmp_path / "one.mp4", max_steps=2, methods=("gradient",), progress=False)
+    frame = next(iter(iio.imiter(result.video)))
+    assert frame.shape[1] == 160 * SINGLE_ZOOM * 2  # the game and one map, each at the larger zoom
+
+
+def test_gif_output_and_scale(agent, tmp_path):
+    from rl_insens.record import SINGLE_ZOOM
+
+    result = record(agent, tmp_path / "clip.gif", max_steps=3, methods=("gradient",), scale=0.5,
+                    progress=False)
+    frames = iio.imread(result.video)
+    assert result.video.suffix == ".gif" and len(frames) == 3
+    assert frames.shape[2] == 160 * SINGLE_ZOOM  # two panels at half size
+    assert result.contact_sheet.exists() and (tmp_path / "clip.run" / "run.json").exists()
+
+
+def test_crf_trades_size_for_quality(agent, tmp_path):
+    sizes = {}
+    for crf in (10, 40):
+        result = record(agent, tmp_path / f"q{crf}.mp4", max_steps=4, methods=("gradient",), crf=crf,
+                        progress=False)
+        sizes[crf] = result.video.stat().st_size
+        assert json.loads((result.run_dir / "run.json").read_text())["crf"] == crf
+    assert sizes[40] < sizes[10] / 2
+
+
+def test_video_settings_are_checked_before_any_work(agent, tmp_path):
+    for kwargs, message in (({"crf": 52}, "crf must be between"), ({"scale": 0}, "scale must be above 0"),
+                            ({"out": tmp_path / "x.avi"}, r"\.mp4 or a \.gif")):
+        with pytest.raises(ValueError, match=message):
+            record(agent, kwargs.pop("out", tmp_path / "x.mp4"), max_steps=2, methods=("gradient",),
+                   progress=False, **kwargs)
+    assert not list(tmp_path.iterdir())
+    bad = CliRunner().invoke(cli, ["record", "--crf", "60", "--out", str(tmp_path / "x.mp4")])
+    assert bad.exit_code == 2 and "60 is not in the range 0<=x<=51" in bad.output
+
+
+def test_frame_sample_spreads_over_the_whole_stream():
+    from rl_insens.video import FrameSample
+
+    sample = FrameSample(6, width=8)
+    for i in range(1001):
+        sample.offer(np.full((4, 8, 3), i % 256, np.uint8))
+        assert len(sample.kept) <= 12  # bounded memory, however long the stream
+    picked = [i for i, _ in sample.pick()]
+    assert picked[0] == 0 and picked[-1] == 1000 and len(picked) == 6
+    assert max(np.diff(picked)) < 2 * 1000 / 5  # spread, not bunched at the start
+    assert all(frame[0, 0, 0] == i % 256 for i, frame in sample.pick())
+
+
+def test_long_recordings_get_a_two_column_contact_sheet(tmp_path):
+    import cv2
+
+    from rl_insens.record import LONG_CONTACT_FRAMES, LONG_RECORDING, write_contact_sheet
+    from rl_insens.video import FrameSample
+
+    sample = FrameSample(LONG_CONTACT_FRAMES, width=100)
+    for i in range(LONG_RECORDING + 1):
+        sample.offer(np.full((50, 200, 3), i % 256, np.uint8))
+    write_contact_sheet(sample, tmp_path / "sheet.png")
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    assert sheet.shape[:2] == (25 * LONG_CONTACT_FRAMES // 2, 200)

@@ -148,6 +148,22 @@ def load(path: Path, read_zoo: bool = True) -> Agent:
     return Agent(network, generic_meanings(int(actions.n)), kind, value, card, scale, settings)
 
 
+def from_policy(policy, game: AtariSettings, steps_trained: int | None = None) -> Agent:
+    """A live SB3 policy (one being trained, say) as an :class:`Agent` playing ``game``.
+
+    The networks are copies, so training on afterwards does not change the agent."""
+    from ..engine import read_chain
+
+    shape = tuple(policy.observation_space.shape)
+    network, value, kind = _network(policy)
+    read_chain(network, shape)
+    n_actions = int(policy.action_space.n)
+    card = {"source": f"the {type(policy).__name__} in training", "format": "sb3",
+            "observation_shape": list(shape), "n_actions": n_actions, "steps_trained": steps_trained}
+    scale = 1 / 255 if getattr(policy, "normalize_images", True) else 1.0
+    return Agent(network, generic_meanings(n_actions), kind, value, card, scale).with_game(game)
+
+
 def _network(policy) -> tuple[nn.Module, nn.Module | None, str]:
     """The score network of an SB3 policy (actor-critic, DQN or QR-DQN), as a plain chain."""
     from stable_baselines3.common.policies import ActorCriticPolicy

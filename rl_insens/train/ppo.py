@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from tqdm import tqdm
 
-from .agents import RLNetExtractor
-from .envs import PONG, AtariSettings, make_env
-from .files import atomic_path, write_json
+from ..agents import RLNetExtractor
+from ..envs import PONG, AtariSettings, make_env
+from ..files import atomic_path, write_json
 
 STICKY_PROBABILITY = 0.25
 """Repeat probability of sticky actions, the ALE v5 default, for robustness training and checks."""
@@ -150,10 +150,13 @@ class TrainingMonitor(BaseCallback):
                             title=f"RLNET on {self.cfg.settings.game}, PPO training")
 
 
-def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu") -> PPO:
+def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu",
+          callbacks: list[BaseCallback] | tuple = ()) -> PPO:
     """Train (or resume) and return the model; checkpoints land in ``cfg.out_dir``.
 
     ``device`` runs the policy and its updates there; checkpoints load on any device.
+    ``callbacks`` run after the training monitor at every step (an
+    :class:`~rl_insens.train.callback.InsensCallback`, say); any of them can stop training.
     """
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     resuming = resume and cfg.resume_path.exists()
@@ -192,7 +195,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu") -> PPO:
     try:
         model.learn(
             total_timesteps=cfg.total_steps - model.num_timesteps if resuming else cfg.total_steps,
-            callback=monitor,
+            callback=CallbackList([monitor, *callbacks]),
             reset_num_timesteps=not resuming,
         )
     finally:
@@ -248,7 +251,7 @@ def export_agent(
 ) -> dict:
     """Ship a checkpoint (by default the run's latest) as an rl-insens agent: weights, model card
     with scores, learning curve up to that checkpoint."""
-    from .agents import load_agent, save_agent
+    from ..agents import load_agent, save_agent
 
     model = PPO.load(checkpoint or cfg.resume_path, device="cpu")
     steps = int(model.num_timesteps)
@@ -284,7 +287,7 @@ def export_agent(
 def greedy_evaluation(agent, seeds: list[int], max_steps: int | None = None) -> dict:
     """The model card's protocol: greedy returns on ``seeds`` in the training setting and with
     sticky actions, and on every no-op start of the training setting (its exact mean)."""
-    from .evaluate import noop_start_seeds, play_episodes, summary
+    from ..evaluate import noop_start_seeds, play_episodes, summary
 
     play = partial(play_episodes, agent, max_steps=max_steps)
     every_start = noop_start_seeds(agent.game.env_id, agent.game.noop_max)
@@ -303,7 +306,7 @@ def validate_checkpoint(cfg: TrainConfig, first_seed: int = 2000, episodes: int 
 
     ``max_steps`` cuts episodes short to screen quickly; cut episodes count as unfinished.
     """
-    from .agents import load_agent
+    from ..agents import load_agent
 
     checkpoint = checkpoint or cfg.resume_path
     seeds = list(range(first_seed, first_seed + episodes))
