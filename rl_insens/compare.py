@@ -254,5 +254,5 @@ def _save_rows(run: runs.RunWriter, states: States, part: slice, inspections, me
                                    states.scores[part], strict=True)]
     run.append([step_row(step, inspection) for step, inspection in zip(steps, inspections, strict=True)],
                states.screens[part], states.observations[part],
-               {m: np.stack([i.maps[m].astype(np.float16) for i in inspections]) for m in methods},
+               {m: np.stack([i.maps[m] for i in inspections]) for m in methods},
                None if states.ram is None else states.ram[part])

@@ -270,7 +270,7 @@ class _Recorder:
             else:
                 inspection.maps = dict(self.last_maps)
             for m in self.methods:
-                maps[m].append(inspection.maps[m].astype(np.float16))
+                maps[m].append(inspection.maps[m])
             frames.append(self.draw(item["screen"], item["obs"], inspection, item))
         for frame in frames:
             self.writer.append(frame)

@@ -196,6 +196,11 @@ def chunk_name(index: int) -> str:
     return f"chunk_{index:05d}.npz"
 
 
+def _half(maps: np.ndarray) -> np.ndarray:
+    """float16 by torch's vectorised conversion (numpy's took 5 ms a step of six maps)."""
+    return torch.from_numpy(np.ascontiguousarray(maps)).to(torch.float16).numpy()
+
+
 def write_npz(path: Path, **arrays) -> None:
     """An ``.npz`` that ``np.load`` reads. Byte arrays (screens, observations) are deflated,
     which shrinks them several times over; float maps are stored as they are, since deflate
@@ -275,7 +280,8 @@ class RunWriter:
     def append(self, rows: list[dict], screens: np.ndarray, observations: np.ndarray,
                maps: dict[str, np.ndarray], ram: np.ndarray | None = None) -> None:
         """One chunk: ``rows`` (each with every ``LOG_KEYS`` entry), the frames' screens,
-        observations, maps (``{method: [n, *observation shape]}``) and, for ALE games, RAM."""
+        observations, maps (``{method: [n, *observation shape]}``, kept as float16) and, for
+        ALE games, RAM."""
         start = self.steps
         for row in rows:
             for key in LOG_KEYS:
@@ -283,7 +289,7 @@ class RunWriter:
         name = chunk_name(len(self.meta["chunks"]))
         extra = {} if ram is None else {"ram": ram}
         write_npz(self.dir / CHUNKS / name, steps=np.arange(start, self.steps), screens=screens,
-                  observations=observations, **extra, **{f"map_{m}": v for m, v in maps.items()})
+                  observations=observations, **extra, **{f"map_{m}": _half(v) for m, v in maps.items()})
         self.meta["chunks"].append(name)
         write_npz(self.dir / STEPS_FILE, **{k: np.array(v) for k, v in self.log.items()})
         write_meta(self.dir, {**self.meta, "steps": self.steps})

@@ -145,8 +145,9 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
     import rl_insens.record as record_module
 
     clock = StageClock()
+    writer = record_module.VideoWriter
     saved = (record_module.inspect_frames, record_module._Drawer.__call__, record_module.runs.write_npz,
-             record_module.imageio.get_writer)
+             writer.append, writer.close)
 
     def inspect(*args, **kwargs):
         began = time.perf_counter()
@@ -157,16 +158,10 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
         clock.seconds["baselines"] += sum(v for m, v in methods_s.items() if m != "insens")
         return results
 
-    def get_writer(*args, **kwargs):
-        writer = saved[3](*args, **kwargs)
-        writer.append_data = clock.timed("encoding", writer.append_data)
-        writer.close = clock.timed("encoding", writer.close)
-        return writer
-
     record_module.inspect_frames = inspect
     record_module._Drawer.__call__ = clock.timed("drawing", saved[1])
     record_module.runs.write_npz = clock.timed("saving", saved[2])
-    record_module.imageio.get_writer = get_writer
+    writer.append, writer.close = clock.timed("encoding", saved[3]), clock.timed("encoding", saved[4])
     try:
         with tempfile.TemporaryDirectory() as tmp:
             began = time.perf_counter()
@@ -175,7 +170,7 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
             wall = time.perf_counter() - began
     finally:
         (record_module.inspect_frames, record_module._Drawer.__call__, record_module.runs.write_npz,
-         record_module.imageio.get_writer) = saved
+         writer.append, writer.close) = saved
     stages = {"environment_and_policy": wall - sum(clock.seconds.values()), **clock.seconds}
     return {"methods": list(methods), "steps": done.steps, "seconds": wall, "steps_per_s": done.steps / wall,
             "stages_ms_per_step": {k: 1e3 * v / done.steps for k, v in stages.items()}}
