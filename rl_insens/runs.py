@@ -206,7 +206,8 @@ def write_npz(path: Path, **arrays) -> None:
     which shrinks them several times over; float maps are stored as they are, since deflate
     saves a fifth of their size at thirty times the cost (it was most of a recording's
     saving time)."""
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    with atomic_path(path) as tmp, \
+            zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for name, value in arrays.items():
             value = np.asanyarray(value)
             if value.dtype == np.uint8:

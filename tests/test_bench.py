@@ -181,3 +181,12 @@ def test_cifar10_and_smallnorb_benchmark_smoke_runs(tmp_path, monkeypatch):
     assert set(report["encodings"]) == {"norb", "neg", "mean", "neg_mean"}
     table = (tmp_path / "s" / "smallnorb.md").read_text()
     assert "| smallNORB neg_mean |" in table and "| 83.6 |" in table
+
+
+def test_seed_summaries_give_the_textbook_95_percent_t_interval():
+    """Two seeds 0 and 2: sd √2, so the half-width is t(0.975, 1 dof) = 12.706 (a table's value)."""
+    from rl_insens.bench.supervised import _interval, _mean_sd
+
+    summary = _mean_sd([0.0, 2.0])
+    assert summary["mean"] == 1.0 and abs(summary["ci95"] - 12.706) < 1e-3
+    assert _interval(summary) == "1.0 ± 12.7 [0.0-2.0]"

@@ -171,26 +171,40 @@ def mnist_benchmark(data_dir: str | Path | None, results: str | Path, seeds=(0, 
 
 
 def _mean_sd(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+    """Mean, standard deviation and the half-width of the mean's 95% t interval over seeds."""
+    from scipy.stats import t
+
+    n = len(values)
+    sd = statistics.stdev(values) if n > 1 else 0.0
+    return {"mean": statistics.fmean(values), "sd": sd,
+            "ci95": float(t.ppf(0.975, n - 1) * sd / n ** 0.5) if n > 1 else float("nan"),
             "values": values}
 
 
 def mnist_markdown(report: dict) -> str:
     paper = report["paper"]
     lines = [f"MNIST, 2CONV ({report['neurons']} hidden neurons), seeds {report['seeds']}, "
-             f"noise N(0, {report['noise']['sigma']}){' clipped' if report['noise']['clip'] else ''}",
+             f"noise N(0, {report['noise']['sigma']}){' clipped' if report['noise']['clip'] else ''}; "
+             "ours: mean ± half-width of its 95% t interval over the seeds [min-max]",
              "", "| test set | accuracy (ours) | accuracy (paper) | % active (ours) | % active (paper) |",
              "|---|---|---|---|---|"]
     for name in ("clean", *VARIANTS):
         acc, act = report["accuracy"][name], report["active_percent"][name]
-        lines.append(f"| {name} | {acc['mean']:.1f} ± {acc['sd']:.1f} | {paper['accuracy'][name]} | "
-                     f"{act['mean']:.1f} ± {act['sd']:.1f} | {paper['active_percent'][name]} |")
+        lines.append(f"| {name} | {_interval(acc)} | {paper['accuracy'][name]} | "
+                     f"{_interval(act)} | {paper['active_percent'][name]} |")
     lines += ["", "Noise sweep (accuracy %, mean over seeds):", "",
               "| noise | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
     for setting in report["per_seed"][0]["sweep"]:
         means = [statistics.fmean(r["sweep"][setting][v] for r in report["per_seed"]) for v in VARIANTS]
         lines.append(f"| {setting} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _interval(summary: dict) -> str:
+    values = summary.get("values", [summary["mean"]])
+    half = summary.get("ci95", float("nan"))
+    spread = f" [{min(values):.1f}-{max(values):.1f}]" if len(values) > 1 else ""
+    return f"{summary['mean']:.1f} ± {half:.1f}{spread}" if half == half else f"{summary['mean']:.1f}{spread}"
 
 
 def figure(model: nn.Module, clean: torch.Tensor, variants: dict[str, torch.Tensor], path: Path) -> None:
@@ -316,8 +330,7 @@ def smallnorb_benchmark(data_dir, results, seeds=(0, 1, 2), epochs: int = 20, re
 
 def _row(name: str, measured: dict, paper_accuracy, paper_active) -> str:
     acc, act = measured["accuracy"], measured["active_percent"]
-    return (f"| {name} | {acc['mean']:.1f} ± {acc['sd']:.1f} | {paper_accuracy} | "
-            f"{act['mean']:.1f} ± {act['sd']:.1f} | {paper_active} |")
+    return f"| {name} | {_interval(acc)} | {paper_accuracy} | {_interval(act)} | {paper_active} |"
 
 
 _HEADER = ["| test set | accuracy (ours) | accuracy (paper) | % active (ours) | % active (paper) |",

@@ -26,8 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .switched import SwitchedNetwork
-from .window_gram import (conv_pair_norms_and_gram, conv_then_linear_forms, match_conv_pair,
-                          match_conv_then_linear, window_floats, windows_of)
+from .window_gram import (
+    conv_pair_norms_and_gram,
+    conv_then_linear_forms,
+    match_conv_pair,
+    match_conv_then_linear,
+    window_floats,
+    windows_of,
+)
 
 CACHE_BLOCK_BYTES = 2 << 20
 """Size of the pieces of a patch tensor built at once (well inside a core's L2 cache)."""
@@ -512,7 +518,8 @@ def _after_cut(net: SwitchedNetwork, cut: int, gram: torch.Tensor | _InputSpace,
             wanted = torch.ones_like(view.activity(i).flatten(1), dtype=torch.bool) if all_neurons else \
                 view.activity(i).flatten(1) <= 0
             if isinstance(gram, _InputSpace):  # ‖ŵ‖² of u's combination of the units' ŵ
-                forms = torch.bmm(t.reshape(B, units.n_max, -1).transpose(1, 2), gram.vectors).square().sum(-1)
+                rows_u = t.reshape(B, units.n_max, -1).transpose(1, 2)
+                forms = torch.bmm(rows_u, gram.vectors).square().sum(-1)
             else:
                 forms = _quadratic_forms(gram, t)
             if outputs is not None:  # the last layer's forms: only for neurons some sample needs
@@ -557,8 +564,8 @@ def _chunk_norms(net: SwitchedNetwork, cut: int, norms: dict, rows: slice, all_n
         gram = conv_pair_norms_and_gram(net, pair, norms, rows, number, units.n_max)
         layers = match_conv_then_linear(net, cut)
         if layers is not None:
-            conv_then_linear_forms(net, cut, layers, gram, number, windows_of(net, pair).row_reach, norms, rows,
-                                   all_neurons)
+            reach = windows_of(net, pair).row_reach
+            conv_then_linear_forms(net, cut, layers, gram, number, reach, norms, rows, all_neurons)
             return
         gram = gram[:, :-1, :-1]
     else:

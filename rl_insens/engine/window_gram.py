@@ -69,7 +69,7 @@ def match_conv_pair(net: SwitchedNetwork) -> ConvPair | None:
 class _Windows:
     """Everything about the second layer's windows that the weights alone decide."""
 
-    weight_t: torch.Tensor  # [n+1, O]: second-layer weights per window slot, a zero row last
+    weight_t: torch.Tensor  # [n+1, n_out]: second-layer weights per window slot, a zero row last
     pad: tuple[int, int, int, int]  # (left, right, top, bottom) between the two layers' grids
     cls: torch.Tensor  # [P]: each output position's border class
     gram: torch.Tensor  # [K, n+1, n+1]: first-layer Gram over a window's slots, per class
@@ -87,7 +87,7 @@ class _Neighbour:
     combo: torch.Tensor  # [pairs]: index into gram
     slots_here: torch.Tensor  # [n_here]: slots of p that meet some slot of p + offset
     slots_there: torch.Tensor  # [n_there]
-    weight_here: torch.Tensor  # [O+1, n_here+1]: weights of those slots, zero row and column last
+    weight_here: torch.Tensor  # [n_out+1, n_here+1]: weights of those slots, zero row and column last
     weight_there: torch.Tensor
     gram: torch.Tensor  # [combos, n_here+1, n_there+1]
 
@@ -253,7 +253,7 @@ def _take2(matrix: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
 def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, norms: dict, rows: slice,
                              number: torch.Tensor, n_max: int) -> torch.Tensor:
     """Writes both layers' squared norms into ``norms`` and returns the Gram ``[B, n_max+1, n_max+1]``
-    of the active second-layer units' ŵ, numbered by ``number`` (``[B, O, H2, W2]``, ``n_max``
+    of the active second-layer units' ŵ, numbered by ``number`` (``[B, n_out, H2, W2]``, ``n_max``
     where inactive), with a zero last row and column."""
     links = net.chain.links
     w = windows_of(net, pair)
@@ -262,21 +262,21 @@ def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, norms: dict, 
     (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
     masks = net.masks[pair.first + 1][rows].to(net.dtype)  # [B, C1, H1, W1]
     B = masks.shape[0]
-    O, (_, h2, w2) = conv.out_channels, links[pair.second].out_shape
+    n_out, (_, h2, w2) = conv.out_channels, links[pair.second].out_shape
     P, n = h2 * w2, w.weight_t.shape[0] - 1
     window = F.unfold(F.pad(masks, w.pad), (kh, kw), (dh, dw), 0, (sh, sw))  # [B, n, P]
     window = window.transpose(1, 2) > 0  # [B, P, n]
 
     # Each window's own Gram: the second layer's norms, and the Gram within a position.
     act = _lists(window, n).flatten(0, 1)  # [B*P, S]
-    a_t = w.weight_t.index_select(0, act.flatten()).view(*act.shape, O)  # [B*P, S, O]: aᵀ
+    a_t = w.weight_t.index_select(0, act.flatten()).view(*act.shape, n_out)  # [B*P, S, n_out]: aᵀ
     local = _take2(w.gram, act, act, w.cls.repeat(B))  # [B*P, S, S]
     m_t = torch.bmm(local, a_t)  # (a G)ᵀ: G is symmetric
-    norms[pair.second][rows] = (m_t * a_t).sum(1).view(B, h2, w2, O).permute(0, 3, 1, 2)
+    norms[pair.second][rows] = (m_t * a_t).sum(1).view(B, h2, w2, n_out).permute(0, 3, 1, 2)
 
-    active = net.masks[pair.second + 1][rows].flatten(2).transpose(1, 2)  # [B, P, O]
-    outs = _lists(active, O).flatten(0, 1)  # [B*P, S2]
-    ids = F.pad(number.flatten(2).transpose(1, 2), (0, 1), value=n_max).flatten(0, 1)  # [B*P, O+1]
+    active = net.masks[pair.second + 1][rows].flatten(2).transpose(1, 2)  # [B, P, n_out]
+    outs = _lists(active, n_out).flatten(0, 1)  # [B*P, S2]
+    ids = F.pad(number.flatten(2).transpose(1, 2), (0, 1), value=n_max).flatten(0, 1)  # [B*P, n_out+1]
     ids = ids.gather(1, outs)
     gram = net.output.new_zeros(B, n_max + 1, n_max + 1)
     sample = torch.arange(B, device=net.device).repeat_interleave(P)[:, None, None]
@@ -365,29 +365,30 @@ def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinea
     view = net.rows(rows)
     conv, linear = links[layers.conv].module, links[layers.linear].module
     B, n1 = gram.shape[0], gram.shape[1]
-    O, h3, w3 = links[layers.conv].out_shape
+    n_out, h3, w3 = links[layers.conv].out_shape
     P = h3 * w3
     left, right, top, bottom = (sum(link.module.padding[j] for link in links[cut: layers.conv]
                                     if isinstance(link.module, nn.ZeroPad2d)) for j in range(4))
     (ph, pw) = _pair(conv.padding)
     pad = (left + pw, right + pw, top + ph, bottom + ph)
     slots, ids = _unit_windows(view.masks[cut - 1], number, n1 - 1, pad, conv)
-    weight = F.pad(conv.weight.reshape(O, -1), (0, 1, 0, 1))  # [O+1, n+1]: zero row and column last
-    a_t = weight[:O].T.contiguous().index_select(0, slots.flatten()).view(*slots.shape, O)  # [B*P, S, O]
+    weight = F.pad(conv.weight.reshape(n_out, -1), (0, 1, 0, 1))  # [n_out+1, n+1]: zero row, column last
+    a_t = weight[:n_out].T.contiguous().index_select(0, slots.flatten())
+    a_t = a_t.view(*slots.shape, n_out)  # [B*P, S, n_out]: aᵀ
     sample = torch.arange(B, device=gram.device).repeat_interleave(P)
     local = _take2(gram, ids, ids, sample)
-    forms = (torch.bmm(local, a_t) * a_t).sum(1).view(B, h3, w3, O).permute(0, 3, 1, 2)
+    forms = (torch.bmm(local, a_t) * a_t).sum(1).view(B, h3, w3, n_out).permute(0, 3, 1, 2)
     activity = view.activity(layers.conv)
     norms[layers.conv][rows] = forms if all_neurons else torch.where(activity <= 0, forms, 0.0)
 
     # The linear layer: its rows u = Wᵀ restricted to the conv layer's active neurons, times
     # their Jacobian J [units, active conv neurons], scattered from the windows' weights.
-    on = view.masks[layers.conv + 1].flatten(2).transpose(1, 2)  # [B, P, O]
-    outs = _lists(on, O).flatten(0, 1)  # [B*P, S3]
+    on = view.masks[layers.conv + 1].flatten(2).transpose(1, 2)  # [B, P, n_out]
+    outs = _lists(on, n_out).flatten(0, 1)  # [B*P, S3]
     count = on.flatten(1).sum(1)
     n3 = max(int(count.max()), 1)
     column = torch.full((B * P, outs.shape[1]), n3, device=gram.device)
-    real = outs < O
+    real = outs < n_out
     column[real] = (torch.cumsum(real.view(B, -1), 1) - 1).view_as(real)[real]  # per sample, in order
     jac = gram.new_zeros(B, n1, n3 + 1)
     values = _take2(weight, outs, slots)  # [B*P, S3, S]
@@ -421,9 +422,9 @@ def window_floats(net: SwitchedNetwork, pair: ConvPair, layers: ConvThenLinear |
     links = net.chain.links
     w = windows_of(net, pair)
     conv = links[pair.second].module
-    O, h2, w2 = links[pair.second].out_shape
+    n_out, h2, w2 = links[pair.second].out_shape
     s = _most_in_a_window(net.masks[pair.first + 1], w.pad, conv)
-    first = h2 * w2 * (s * s + 3 * O * s)
+    first = h2 * w2 * (s * s + 3 * n_out * s)
     n = int(net.masks[pair.cut - 1].flatten(1).sum(1).max()) + 1
     cut_gram = n * n
     if layers is None:
