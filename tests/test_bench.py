@@ -93,8 +93,10 @@ def test_report_table():
     report = {"neurons": 38144, "seeds": [0], "noise": {"sigma": 1.0, "clip": False},
               "paper": {"accuracy": {"clean": 99.4, "gauss": 31.7, "outline": 86.0, "frame": 44.9},
                         "active_percent": {"clean": 17, "gauss": 25, "outline": 27, "frame": 23}},
-              "accuracy": {k: {"mean": v, "sd": 1.0, "ci95": 0.7, "values": [v - 1, v + 1]} for k, v in row.items()},
-              "active_percent": {k: {"mean": 20.0, "sd": 0.0, "ci95": 0.0, "values": [20.0, 20.0]} for k in row},
+              "accuracy": {k: {"mean": v, "sd": 1.0, "ci95": 0.7, "values": [v - 1, v + 1]}
+                           for k, v in row.items()},
+              "active_percent": {k: {"mean": 20.0, "sd": 0.0, "ci95": 0.0, "values": [20.0, 20.0]}
+                                 for k in row},
               "per_seed": [{"sweep": {"sigma=1.0,clip=False": noisy}}]}
     table = mnist_markdown(report)
     assert "| outline | 85.0 ± 0.7 [84.0-86.0] | 86.0 | 20.0 ± 0.0 [20.0-20.0] | 27 |" in table
