@@ -112,6 +112,46 @@ def test_page_in_a_real_browser(server, tmp_path):
         page.click("#show-neuron")
         sync_api.expect(page.locator(".neuron-image")).to_have_count(4)
         assert "conv2[7] at frame 2" in page.text_content("#neuron-info")
+        page.click("#run-interventions")
+        sync_api.expect(page.locator("#interventions-grid figure")).to_have_count(8)
+        assert "moves showed on the screen" in page.text_content("#interventions-info")
         page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
         browser.close()
     assert (tmp_path / "viewer.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def long_run(tmp_path_factory):
+    """The bundled agent long enough into a game of Pong that the ball is in play."""
+    out = tmp_path_factory.mktemp("long") / "r.mp4"
+    return record("agents/pong_rlnet", out, max_steps=70, methods=("insens",), batch=16,
+                  progress=False).run_dir
+
+
+def test_interventions_match_the_inspector_at_the_same_frame(long_run):
+    """The viewer plays the run again from its seed and actions and forks the emulator there:
+    the same state as the inspector's own play, so the same change in the policy's outputs."""
+    run = RunData(long_run)
+    result = run.interventions(66)
+    moves = {(m["object"], m["axis"], m["pixels"]): m for m in result["moves"]}
+    assert set(moves) == {("ball", axis, p) for axis in "xy" for p in (-10, -5, 5, 10)}
+    assert all(m["image"].startswith("data:image/png;base64,") for m in moves.values())
+    assert result["dropped"] == sum(not m["moved"] for m in moves.values()) < len(moves)
+    ins = ri.Inspector("agents/pong_rlnet", seed=0, methods=("insens",))
+    ins.step(66)
+    for key in [("ball", "x", 5), ("ball", "y", -10)]:
+        expected = ins.intervene(ball=(key[2], 0) if key[1] == "x" else (0, key[2]))
+        assert moves[key]["moved"] == expected.moved
+        assert moves[key]["logit_change"] == pytest.approx(expected.logit_change, rel=1e-5, abs=1e-6)
+    run.interventions(10)  # back to an earlier frame of the episode: played again from its start
+    assert run.interventions(66)["moves"] == result["moves"]
+
+
+def test_a_run_that_cannot_be_played_again_gets_no_interventions(long_run):
+    from rl_insens.viewer.replay import Replay
+
+    run = RunData(long_run)
+    steps = {**run.steps, "action": (run.steps["action"] + 1) % 6}  # not the actions the run took
+    replay = Replay(steps, run.meta, run.recorded_observation)
+    with pytest.raises(ValueError, match="cannot be played again"):
+        replay.goto(60)

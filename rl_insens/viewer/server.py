@@ -23,6 +23,7 @@ import torch
 
 from .. import render, runs
 from ..runs import RunError
+from .replay import Replay, interventions
 
 STATIC = Path(__file__).parent / "static"
 ANALYSIS_BLOCK = 32
@@ -59,6 +60,7 @@ class RunData:
                        .layers.items()}
         self.analysis: dict[int, dict] = {}
         self.lock = threading.Lock()
+        self.replay: Replay | None = None
         self.chunk = lru_cache(maxsize=4)(self._load_chunk)
 
     def _load_chunk(self, index: int) -> dict:
@@ -104,9 +106,12 @@ class RunData:
         values = render.to_screen(chunk[f"map_{name}"][i][-1].astype(np.float32), screen.shape)
         return png(render.zoom(render.overlay(render.dim(screen), values, render.robust_scale(values))))
 
-    def observation(self, t: int) -> torch.Tensor:
+    def recorded_observation(self, t: int) -> np.ndarray:
         chunk, i = self.frame_data(t)
-        return self.agent.preprocess(chunk["observations"][i])
+        return chunk["observations"][i]
+
+    def observation(self, t: int) -> torch.Tensor:
+        return self.agent.preprocess(self.recorded_observation(t))
 
     def neuron(self, t: int, layer: str, index: int) -> dict:
         """Neuron ``index`` of ``layer`` at frame ``t``: v, b̂ and ŵ as one image per stacked frame."""
@@ -123,6 +128,17 @@ class RunData:
             images.append("data:image/png;base64," + base64.b64encode(png(picture)).decode())
         return {"layer": layer, "index": index, "activity": float(p.activity[0]), "bias": float(p.bias[0]),
                 "active": bool(p.activity[0] > 0), "images": images}
+
+    def interventions(self, t: int) -> dict:
+        """The frame's counterfactual interventions (see :mod:`.replay`), pictures as PNG data URLs."""
+        self.check_frame(t)
+        with self.lock:
+            if self.replay is None:
+                self.replay = Replay(self.steps, self.meta, self.recorded_observation)
+        result = interventions(self.replay, t, self.agent)
+        for move in result["moves"]:
+            move["image"] = "data:image/png;base64," + base64.b64encode(png(move.pop("picture"))).decode()
+        return result
 
     def analysis_block(self, block: int) -> dict:
         """Stability margin and state change for the frames of one block (computed once)."""
@@ -198,6 +214,8 @@ def make_handler(run: RunData | None, problem: str | None):
                 if parts[:2] == ["api", "neuron"] and len(parts) == 3:
                     return self.send_json(run.neuron(int(parts[2]), query.get("layer", ""),
                                                      int(query.get("index", "-1"))))
+                if parts[:2] == ["api", "interventions"] and len(parts) == 3:
+                    return self.send_json(run.interventions(int(parts[2])))
                 if parts[:2] == ["api", "analysis"] and len(parts) == 3:
                     return self.send_json(run.analysis_block(int(parts[2])))
                 self.send_json({"error": f"no such page: {url.path}"}, HTTPStatus.NOT_FOUND)

@@ -104,6 +104,30 @@ async function showNeuron() {
   }
 }
 
+async function showInterventions() {
+  const t = state.t;
+  $("interventions-info").className = "";
+  $("interventions-info").textContent = `frame ${t}: playing the episode again up to here...`;
+  $("interventions-grid").innerHTML = "";
+  try {
+    const r = await getJSON(`/api/interventions/${t}`);
+    if (r.t !== state.t) return;
+    $("interventions-info").textContent =
+      `frame ${t}, ${r.noops} no-ops after each move; unedited action ${r.unedited_action}; ` +
+      `${r.moves.length - r.dropped} of ${r.moves.length} moves showed on the screen`;
+    $("interventions-grid").innerHTML = r.moves.map((m) => {
+      const value = m.value_change === null ? "" : `, Δvalue ${m.value_change.toFixed(3)}`;
+      const label = `${m.object} ${m.axis} ${m.pixels > 0 ? "+" : ""}${m.pixels}px: ` +
+        `Δlogits ${m.logit_change.toFixed(3)}${value}, action ${m.action}` + (m.moved ? "" : " (did not move: dropped)");
+      return `<figure class="${m.moved ? "" : "dropped"}"><figcaption>${label}</figcaption>` +
+        `<img alt="${label}" src="${m.image}"></figure>`;
+    }).join("");
+  } catch (error) {
+    $("interventions-info").className = "error";
+    $("interventions-info").textContent = error.message;
+  }
+}
+
 function togglePlay() {
   if (state.playing) { clearInterval(state.playing); state.playing = null; $("play").textContent = "play"; return; }
   $("play").textContent = "pause";
@@ -139,6 +163,7 @@ async function main() {
   $("next").addEventListener("click", () => show(state.t + 1));
   $("play").addEventListener("click", togglePlay);
   $("show-neuron").addEventListener("click", showNeuron);
+  $("run-interventions").addEventListener("click", showInterventions);
   document.addEventListener("keydown", (e) => {
     if (e.target.tagName === "INPUT" && e.target.type === "number") return;
     if (e.key === "ArrowRight") { e.preventDefault(); show(state.t + 1); }
