@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import render, runs
+from . import render, rollout, runs
 from .agents import Agent, load_agent
 from .envs import AtariSettings, game_name
 from .files import atomic_path, check_writable_file, write_json
@@ -62,19 +62,13 @@ def states_from_play(agent: Agent, steps: int, seed: int = 0) -> States:
     columns: dict[str, list] = {k: [] for k in ("screens", "observations", "episodes", "steps", "rewards",
                                                 "scores", "ram")}
     try:
-        episode = 0
-        while len(columns["screens"]) < steps:
-            obs, _ = env.reset(seed=seed + episode)
-            t, score, done = 0, 0.0, False
-            while not done and len(columns["screens"]) < steps:
-                ram = None if ale is None else ale.getRAM().copy()
-                screen = env.render()
-                next_obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
-                for key, value in (("screens", screen), ("observations", obs), ("episodes", episode),
-                                   ("steps", t), ("rewards", float(reward)), ("scores", score), ("ram", ram)):
-                    columns[key].append(value)
-                obs, t, score, done = next_obs, t + 1, score + float(reward), terminated or truncated
-            episode += 1
+        for step in rollout.play(agent.act, env, seed, episodes=None, screens=True, ram=ale is not None):
+            for key, value in (("screens", step.screen), ("observations", step.observation),
+                               ("episodes", step.episode), ("steps", step.t), ("rewards", step.reward),
+                               ("scores", step.score), ("ram", step.ram)):
+                columns[key].append(value)
+            if len(columns["screens"]) == steps:
+                break
     finally:
         env.close()
     ram = columns.pop("ram")

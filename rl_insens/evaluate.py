@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import rollout
 from .agents import Agent, load_agent
 from .files import write_text
 from .parallel import check_backend, run_unordered
@@ -66,17 +67,18 @@ def play_episode(agent: Agent, env, seed: int, max_steps: int | None = None,
                  watch: Callable[[torch.Tensor, int], None] | None = None) -> Episode:
     """One greedy episode from ``env.reset(seed=seed)``; ``watch(x, action)`` sees each step's
     network input and action (to measure the play without playing it again)."""
-    obs, _ = env.reset(seed=seed)
-    score, length, terminated, truncated = 0.0, 0, False, False
-    while not (terminated or truncated or length == max_steps):
-        x = agent.preprocess(obs)
+    def act(observation: np.ndarray) -> int:
+        x = agent.preprocess(observation)
         with torch.no_grad():
             action = int(agent.network(x).argmax(1)[0])
         if watch is not None:
             watch(x, action)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        score, length = score + float(reward), length + 1
-    return Episode(seed, score, length, finished=terminated)
+        return action
+
+    score, length, finished = 0.0, 0, False
+    for step in rollout.play(act, env, seed, episodes=1, max_steps=max_steps):
+        score, length, finished = step.score + step.reward, step.t + 1, step.terminated
+    return Episode(seed, score, length, finished)
 
 
 def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, max_steps: int | None = None,

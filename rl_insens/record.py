@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from . import render, runs
+from . import render, rollout, runs
 from .agents import Agent, load_agent
 from .files import atomic_path, check_writable_dir, check_writable_file
 from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
@@ -232,24 +232,18 @@ class _Recorder:
         """Record the episodes (numbers; episode ``i`` resets with ``seed + i``); a Ctrl-C (or
         ``KeyboardInterrupt``) ends them at the last whole chunk, dropping frames not yet
         attributed, since stopping must be quick."""
-        ale = getattr(env.unwrapped, "ale", None)  # the console's RAM, where the game has one
+        has_ram = getattr(env.unwrapped, "ale", None) is not None  # the console's RAM, where there is one
+        steps = rollout.play(self.agent.act, env, seed, episodes, max_steps, screens=True, ram=has_ram)
         try:
-            for episode in episodes:
-                obs, _ = env.reset(seed=seed + episode)
-                score, t, done = 0.0, 0, False
-                while not done and (max_steps is None or t < max_steps):
-                    if self.stop.requested:
-                        raise KeyboardInterrupt
-                    screen = env.render()
-                    ram = None if ale is None else ale.getRAM().copy()
-                    action = self.agent.act(obs)
-                    next_obs, reward, terminated, truncated, _ = env.step(action)
-                    self.pending.append({"obs": obs, "screen": screen, "ram": ram, "episode": episode, "t": t,
-                                         "reward": float(reward), "score": score})
-                    score, t, done, obs = score + float(reward), t + 1, terminated or truncated, next_obs
-                    if len(self.pending) == batch:
-                        bar.update(self.flush())
-                bar.update(self.flush())
+            for step in steps:
+                if self.stop.requested:
+                    raise KeyboardInterrupt
+                self.pending.append({"obs": step.observation, "screen": step.screen, "ram": step.ram,
+                                     "episode": step.episode, "t": step.t, "reward": step.reward,
+                                     "score": step.score})
+                if len(self.pending) == batch or step.done:
+                    bar.update(self.flush())
+            bar.update(self.flush())
         except KeyboardInterrupt:
             self.interrupted = True
 

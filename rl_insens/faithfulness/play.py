@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import rollout
 from ..attribution import attribute
 from ..interventions import intervene, standard_moves
 from ..objects import OBJECTS, objects_of, observation_mask
@@ -54,23 +55,23 @@ def sample_frames(agent, n: int, seed: int = 0, every: int = 5, progress: bool =
     sample = Sample(torch.empty(0), game)
     moves = standard_moves(game) if interventions and objects else []
     bar = tqdm(total=n, desc="frames", disable=not progress)
-    episode = 0
+    def at_sampled_frames(env, observation, t: int) -> None:
+        """Object masks and interventions need the game as the agent sees the frame."""
+        if t % every or len(frames) >= n:
+            return
+        ram, screen = env.unwrapped.ale.getRAM(), env.unwrapped.ale.getScreenRGB()
+        for obj in objects:
+            masks[obj.name].append(observation_mask([obj.box(ram)], screen.shape[:2]))
+        for move in moves:
+            _record_intervention(sample, agent, env, game, move, len(frames))
+
     try:
-        while len(frames) < n:
-            obs, _ = env.reset(seed=seed + episode)
-            done, t = False, 0
-            while not done and len(frames) < n:
-                if t % every == 0:
-                    ram, screen = env.unwrapped.ale.getRAM(), env.unwrapped.ale.getScreenRGB()
-                    for obj in objects:
-                        masks[obj.name].append(observation_mask([obj.box(ram)], screen.shape[:2]))
-                    for move in moves:
-                        _record_intervention(sample, agent, env, game, move, len(frames))
-                    frames.append(agent.preprocess(obs)[0])
-                    bar.update(1)
-                obs, _, terminated, truncated, _ = env.step(agent.act(obs))
-                done, t = terminated or truncated, t + 1
-            episode += 1
+        for step in rollout.play(agent.act, env, seed, episodes=None, before_step=at_sampled_frames):
+            if step.t % every == 0:
+                frames.append(agent.preprocess(step.observation)[0])
+                bar.update(1)
+                if len(frames) == n:
+                    break
     finally:
         env.close()
         bar.close()
@@ -103,30 +104,33 @@ def closed_loop(agent, method: str | None, choice: str, env_seed: int, fraction:
     network = agent.network
     generator = torch.Generator().manual_seed(env_seed)
     env = agent.make_env()
-    obs, _ = env.reset(seed=env_seed)
-    score, length, agreed, done = 0.0, 0, 0, False
+    agreed = []
+
+    def act(observation: np.ndarray) -> int:
+        x = agent.preprocess(observation)
+        clean_action = network(x).argmax(1)
+        action = clean_action
+        if choice != "clean":
+            flat = x.flatten(1)
+            k = int(round(fraction * flat.shape[1]))
+            noise = torch.randn(flat.shape, generator=generator) * sigma
+            if choice == "random":
+                chosen = torch.randperm(flat.shape[1], generator=generator)[None, :k]
+            else:
+                with torch.enable_grad():
+                    order = attribute(network, x, method, target=clean_action).flatten(1).abs().argsort(1)
+                chosen = order[:, :k] if choice == "lowest" else order[:, -k:]
+            action = network(with_noise(flat, chosen, noise).view_as(x)).argmax(1)
+        agreed.append(bool(action == clean_action))
+        return int(action)
+
+    score, length = 0.0, 0
     try:
-        while not done and length < max_steps:
-            x = agent.preprocess(obs)
-            clean_action = network(x).argmax(1)
-            action = clean_action
-            if choice != "clean":
-                flat = x.flatten(1)
-                k = int(round(fraction * flat.shape[1]))
-                noise = torch.randn(flat.shape, generator=generator) * sigma
-                if choice == "random":
-                    chosen = torch.randperm(flat.shape[1], generator=generator)[None, :k]
-                else:
-                    with torch.enable_grad():
-                        order = attribute(network, x, method, target=clean_action).flatten(1).abs().argsort(1)
-                    chosen = order[:, :k] if choice == "lowest" else order[:, -k:]
-                action = network(with_noise(flat, chosen, noise).view_as(x)).argmax(1)
-            agreed += int(action == clean_action)
-            obs, reward, terminated, truncated, _ = env.step(int(action))
-            score, length, done = score + float(reward), length + 1, terminated or truncated
+        for step in rollout.play(act, env, env_seed, episodes=1, max_steps=max_steps):
+            score, length = step.score + step.reward, step.t + 1
     finally:
         env.close()
-    return {"return": score, "length": length, "agreement": agreed / max(length, 1)}
+    return {"return": score, "length": length, "agreement": sum(agreed) / max(length, 1)}
 
 
 CHOICES = ("clean", "lowest", "highest", "random")
