@@ -169,8 +169,7 @@ def test_max_memory_sets_how_many_frames_go_at_once(monkeypatch):
     chunks = []
     chunk_norms = norms._chunk_norms
     monkeypatch.setattr(norms, "_chunk_norms",
-                        lambda net, cut, found, rows, every: chunks.append(rows.stop - rows.start)
-                        or chunk_norms(net, cut, found, rows, every))
+                        lambda net, cut, every: chunks.append(net.batch) or chunk_norms(net, cut, every))
     torch.manual_seed(0)
     model = ri.RLNet().eval()
     for layer in (model.conv1, model.conv2, model.conv3, model.fc1):

@@ -250,17 +250,16 @@ def _take2(matrix: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
 
 
 @torch.no_grad()
-def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, norms: dict, rows: slice,
-                             number: torch.Tensor, n_max: int) -> torch.Tensor:
-    """Writes both layers' squared norms into ``norms`` and returns the Gram ``[B, n_max+1, n_max+1]``
+def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, number: torch.Tensor, n_max: int
+                             ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Both layers' squared norms ``{link: [B, *shape]}`` and the Gram ``[B, n_max+1, n_max+1]``
     of the active second-layer units' ŵ, numbered by ``number`` (``[B, n_out, H2, W2]``, ``n_max``
     where inactive), with a zero last row and column."""
     links = net.chain.links
     w = windows_of(net, pair)
-    norms[pair.first][rows] = w.first_norms
     conv = links[pair.second].module
     (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
-    masks = net.masks[pair.first + 1][rows].to(net.dtype)  # [B, C1, H1, W1]
+    masks = net.masks[pair.first + 1].to(net.dtype)  # [B, C1, H1, W1]
     B = masks.shape[0]
     n_out, (_, h2, w2) = conv.out_channels, links[pair.second].out_shape
     P, n = h2 * w2, w.weight_t.shape[0] - 1
@@ -272,9 +271,10 @@ def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, norms: dict, 
     a_t = w.weight_t.index_select(0, act.flatten()).view(*act.shape, n_out)  # [B*P, S, n_out]: aᵀ
     local = _take2(w.gram, act, act, w.cls.repeat(B))  # [B*P, S, S]
     m_t = torch.bmm(local, a_t)  # (a G)ᵀ: G is symmetric
-    norms[pair.second][rows] = (m_t * a_t).sum(1).view(B, h2, w2, n_out).permute(0, 3, 1, 2)
+    found = {pair.first: w.first_norms.expand(B, *w.first_norms.shape[1:]),
+             pair.second: (m_t * a_t).sum(1).view(B, h2, w2, n_out).permute(0, 3, 1, 2)}
 
-    active = net.masks[pair.second + 1][rows].flatten(2).transpose(1, 2)  # [B, P, n_out]
+    active = net.masks[pair.second + 1].flatten(2).transpose(1, 2)  # [B, P, n_out]
     outs = _lists(active, n_out).flatten(0, 1)  # [B*P, S2]
     ids = F.pad(number.flatten(2).transpose(1, 2), (0, 1), value=n_max).flatten(0, 1)  # [B*P, n_out+1]
     ids = ids.gather(1, outs)
@@ -303,7 +303,7 @@ def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, norms: dict, 
         gram[s, j.transpose(1, 2), i.transpose(1, 2)] = block.transpose(1, 2)
     gram[:, n_max] = 0
     gram[:, :, n_max] = 0
-    return gram
+    return found, gram
 
 
 
@@ -312,6 +312,7 @@ class ConvThenLinear:
     """Link indices of ``[pads] conv ReLU [flatten] linear`` right after the cut, the linear
     layer being the last hidden one (the end of every Atari network)."""
 
+    cut: int
     conv: int
     linear: int
 
@@ -331,7 +332,7 @@ def match_conv_then_linear(net: SwitchedNetwork, cut: int) -> ConvThenLinear | N
         j += 1
     if j >= len(links) or not isinstance(links[j].module, nn.Linear) or j != max(hidden):
         return None
-    return ConvThenLinear(k, j)
+    return ConvThenLinear(cut, k, j)
 
 
 def _unit_windows(mask: torch.Tensor, number: torch.Tensor, n_max: int, pad, conv: nn.Conv2d):
@@ -348,9 +349,8 @@ def _unit_windows(mask: torch.Tensor, number: torch.Tensor, n_max: int, pad, con
 
 
 @torch.no_grad()
-def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinear, gram: torch.Tensor,
-                           number: torch.Tensor, reach: int, norms: dict, rows: slice,
-                           all_neurons: bool) -> None:
+def conv_then_linear_forms(net: SwitchedNetwork, layers: ConvThenLinear, gram: torch.Tensor,
+                           number: torch.Tensor, reach: int, all_neurons: bool) -> dict[int, torch.Tensor]:
     """‖ŵ‖² of the conv and linear layers after the cut: ``uᵀ H u`` with ``H`` the cut's Gram
     (``gram [B, n+1, n+1]``, a zero last row and column) and ``u`` a neuron's row of the map
     from the cut's active units (numbered by ``number [B, C, H, W]`` position by position, so
@@ -361,8 +361,7 @@ def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinea
     active neurons; its rows ``u`` are the conv layer's sparse Jacobian, written per window
     straight from the weights, times the linear weights.
     """
-    links = net.chain.links
-    view = net.rows(rows)
+    links, cut = net.chain.links, layers.cut
     conv, linear = links[layers.conv].module, links[layers.linear].module
     B, n1 = gram.shape[0], gram.shape[1]
     n_out, h3, w3 = links[layers.conv].out_shape
@@ -371,19 +370,19 @@ def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinea
                                     if isinstance(link.module, nn.ZeroPad2d)) for j in range(4))
     (ph, pw) = _pair(conv.padding)
     pad = (left + pw, right + pw, top + ph, bottom + ph)
-    slots, ids = _unit_windows(view.masks[cut - 1], number, n1 - 1, pad, conv)
+    slots, ids = _unit_windows(net.masks[cut - 1], number, n1 - 1, pad, conv)
     weight = F.pad(conv.weight.reshape(n_out, -1), (0, 1, 0, 1))  # [n_out+1, n+1]: zero row, column last
     a_t = weight[:n_out].T.contiguous().index_select(0, slots.flatten())
     a_t = a_t.view(*slots.shape, n_out)  # [B*P, S, n_out]: aᵀ
     sample = torch.arange(B, device=gram.device).repeat_interleave(P)
     local = _take2(gram, ids, ids, sample)
     forms = (torch.bmm(local, a_t) * a_t).sum(1).view(B, h3, w3, n_out).permute(0, 3, 1, 2)
-    activity = view.activity(layers.conv)
-    norms[layers.conv][rows] = forms if all_neurons else torch.where(activity <= 0, forms, 0.0)
+    activity = net.activity(layers.conv)
+    found = {layers.conv: forms if all_neurons else torch.where(activity <= 0, forms, 0.0)}
 
     # The linear layer: its rows u = Wᵀ restricted to the conv layer's active neurons, times
     # their Jacobian J [units, active conv neurons], scattered from the windows' weights.
-    on = view.masks[layers.conv + 1].flatten(2).transpose(1, 2)  # [B, P, n_out]
+    on = net.masks[layers.conv + 1].flatten(2).transpose(1, 2)  # [B, P, n_out]
     outs = _lists(on, n_out).flatten(0, 1)  # [B*P, S3]
     count = on.flatten(1).sum(1)
     n3 = max(int(count.max()), 1)
@@ -394,7 +393,7 @@ def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinea
     values = _take2(weight, outs, slots)  # [B*P, S3, S]
     s = sample[:, None, None]
     jac[s, ids[:, None, :], column[:, :, None]] = values
-    activity = view.activity(layers.linear)
+    activity = net.activity(layers.linear)
     wanted = torch.ones_like(activity, dtype=torch.bool) if all_neurons else activity <= 0
     outputs = wanted.any(0).nonzero().squeeze(1)
     flat = outs * P + torch.arange(P, device=gram.device).repeat(B)[:, None]  # index into the flatten
@@ -403,9 +402,10 @@ def conv_then_linear_forms(net: SwitchedNetwork, cut: int, layers: ConvThenLinea
     w = linear.weight.index_select(1, inputs.flatten()).index_select(0, outputs)  # [outputs, B*(n3+1)]
     w = w.view(-1, B, n3 + 1).permute(1, 2, 0)  # [B, n3+1, outputs]; column n3 is read by no unit
     rows_u = torch.bmm(jac, w)  # [B, n1, outputs]
-    forms = (_banded_product(gram, rows_u, view.masks[cut - 1], reach) * rows_u).sum(1)
+    forms = (_banded_product(gram, rows_u, net.masks[cut - 1], reach) * rows_u).sum(1)
     result = forms.new_zeros(B, linear.out_features).index_copy_(1, outputs, forms)
-    norms[layers.linear][rows] = torch.where(wanted, result, 0.0)
+    found[layers.linear] = torch.where(wanted, result, 0.0)
+    return found
 
 
 def _most_in_a_window(mask: torch.Tensor, pad, conv: nn.Conv2d) -> int:
