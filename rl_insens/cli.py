@@ -394,7 +394,7 @@ def faithfulness(agent_path, env_id, frames, seed, methods, checks, fraction, si
     import time
 
     from . import faithfulness as f
-    from .wrapper import check_methods
+    from .inspection import check_methods
 
     agent = load_agent_or_fail(agent_path, env_id)
     try:

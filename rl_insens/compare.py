@@ -22,9 +22,9 @@ from . import render, rollout, runs
 from .agents import Agent, load_agent
 from .envs import AtariSettings, game_name
 from .files import atomic_path, check_writable_file, write_json
+from .inspection import DEFAULT_METHODS, check_methods, inspect_frames, resolve_device
 from .record import CONTACT_FRAMES, step_row, write_contact_sheet
 from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
-from .wrapper import DEFAULT_METHODS, check_methods, inspect_frames, resolve_device
 
 BATCH = 16
 COMPARISON = "comparison.json"

@@ -19,7 +19,7 @@ import torch
 from .agents import Agent, check_fits, load_agent
 from .attribution import attribute
 from .engine import SwitchedProjection
-from .wrapper import DEFAULT_METHODS, check_methods, resolve_device
+from .inspection import DEFAULT_METHODS, check_methods, resolve_device
 
 
 # ----- the environment's state, so that going back restores it exactly ------------------------

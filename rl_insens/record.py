@@ -22,8 +22,8 @@ from tqdm import tqdm
 from . import render, rollout, runs
 from .agents import Agent, load_agent
 from .files import atomic_path, check_writable_dir, check_writable_file
+from .inspection import DEFAULT_METHODS, StepInspection, check_methods, inspect_frames, resolve_device
 from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
-from .wrapper import DEFAULT_METHODS, StepInspection, check_methods, inspect_frames, resolve_device
 
 LAYOUTS = ("methods", "stack")
 CONTACT_FRAMES = 6

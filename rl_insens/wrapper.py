@@ -6,105 +6,10 @@ It only adds ``info["inspection"]``, computed on the observation the agent acts 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 import gymnasium as gym
-import numpy as np
-import torch
 
 from .agents import Agent, check_fits, load_agent
-from .attribution import METHODS, attribute
-
-DEFAULT_METHODS = tuple(METHODS)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``; a ``ValueError`` for a
-    device this machine does not have."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(f"device {device!r}: there is no CUDA device here; use cpu")
-        if chosen.index is not None and chosen.index >= count:
-            raise ValueError(f"device {device!r}: there are only {count} CUDA device(s) here (cuda:0..)")
-    elif chosen.type != "cpu":
-        raise ValueError(f"device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
-    return chosen
-
-
-def check_methods(methods) -> tuple[str, ...]:
-    if not methods:
-        raise ValueError(f"no attribution method given; choose from {sorted(METHODS)}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown attribution method(s) {unknown}; choose from {sorted(METHODS)}")
-    return tuple(methods)
-
-
-@dataclass
-class StepInspection:
-    """What the network did on one observation."""
-
-    logits: np.ndarray
-    action_probs: np.ndarray
-    action: int
-    value: float | None
-    active_fraction: float
-    maps: dict[str, np.ndarray] = field(default_factory=dict)
-    """Attribution maps, each of the observation's shape (absent on skipped steps)."""
-    seconds: dict[str, float] = field(default_factory=dict)
-    """Compute time of each method for the whole batch the frame was part of, divided evenly."""
-
-
-FRAMES_PER_CALL = {"cpu": 2}
-"""Frames per attribution call on a CPU: small enough that a stop request waits a second at
-most, with no loss of speed (the engine is fastest there with a frame or two at a time)."""
-
-
-def inspect_frames(agent: Agent, observations, methods, with_maps=None,
-                   should_stop: Callable[[], bool] | None = None) -> list[StepInspection]:
-    """Policy outputs for a batch of observations, and maps where ``with_maps`` is true.
-
-    Methods run batched over the frames that need maps, a few frames per call on a CPU;
-    between calls ``should_stop()`` is asked, and a true answer raises ``KeyboardInterrupt``.
-    """
-    x = agent.preprocess(np.asarray(observations))
-    view = agent.session(x)  # one forward pass: logits, neuron state, and Insens of the whole batch
-    logits = view.logits
-    with torch.no_grad():
-        values = agent.value_network(x)[:, 0].cpu().numpy() if agent.value_network is not None else None
-    probs = agent.action_probs(logits)
-    active = view.neurons.active_fraction.cpu().numpy()
-    results = [
-        StepInspection(logits[i].cpu().numpy(), probs[i].cpu().numpy(), int(logits[i].argmax()),
-                       None if values is None else float(values[i]), float(active[i]))
-        for i in range(len(x))
-    ]
-    chosen = [i for i in range(len(x)) if with_maps is None or with_maps[i]]
-    per_call = FRAMES_PER_CALL.get(x.device.type, len(chosen)) or 1
-    for method in methods:
-        for start in range(0, len(chosen), per_call):
-            if should_stop is not None and should_stop():
-                raise KeyboardInterrupt
-            part = chosen[start:start + per_call]
-            began = time.perf_counter()
-            batch = x if len(part) == len(x) else x[part]  # the whole batch reuses its forward pass
-            maps = attribute(agent.session, batch, method, target=logits.argmax(1)[part])
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            elapsed = (time.perf_counter() - began) / len(part)
-            for j, i in enumerate(part):
-                results[i].maps[method] = maps[j].cpu().numpy()
-                results[i].seconds[method] = elapsed
-    return results
+from .inspection import DEFAULT_METHODS, StepInspection, check_methods, inspect_frames, resolve_device
 
 
 class InsensWrapper(gym.Wrapper):

@@ -310,15 +310,15 @@ def test_first_ctrl_c_stops_within_a_second_and_keeps_the_frames(tmp_path, monke
     import signal
     import time
 
-    import rl_insens.wrapper
+    import rl_insens.inspection
 
-    real = rl_insens.wrapper.attribute
+    real = rl_insens.inspection.attribute
 
     def slow_attribute(model, x, method, target=None):
         time.sleep(0.06 * len(x))  # a chunk of 16 frames and 2 methods takes 2 s
         return real(model, x, method, target=target)
 
-    monkeypatch.setattr(rl_insens.wrapper, "attribute", slow_attribute)
+    monkeypatch.setattr(rl_insens.inspection, "attribute", slow_attribute)
     sent = []
 
     def interrupt():  # once the first chunk is saved, during the second one's attribution
@@ -437,8 +437,8 @@ def test_act_takes_one_finite_observation():
 
 
 def test_inspector_and_wrapper_agree_on_action_probabilities():
+    from rl_insens.inspection import inspect_frames
     from rl_insens.inspector import Inspection
-    from rl_insens.wrapper import inspect_frames
 
     obs = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
     for kind in ("actor-critic", "q-values"):

@@ -26,9 +26,9 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat, Video
 from ..agents.sb3 import from_policy
 from ..clipstats import clip_statistics
 from ..envs import AtariSettings, check_env_id
+from ..inspection import check_methods
 from ..record import record
 from ..video import DEFAULT_CRF, check_video_settings
-from ..wrapper import check_methods
 
 PREFIX = "insens/"
 LOG_FILE = "inspections.jsonl"
