@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import math
+import statistics
 
 import pytest
 import torch
@@ -101,9 +103,19 @@ def test_unknown_backend_is_refused(tmp_path):
         run_tasks([Task("a", 0, 0)], tmp_path / "x.jsonl", backend="threads", progress=False)
 
 
-def test_confidence_interval():
+def test_confidence_interval_is_students_t():
+    """Against t tables: [1, 2, 3] has mean 2 and s = 1, and t(0.975, 2) = 4.303; 61 values of
+    sd s have t(0.975, 60) = 2.000, where a normal approximation (1.96) is 2% too narrow."""
     low, high = confidence_interval([1.0, 2.0, 3.0])
-    assert low == pytest.approx(2 - 4.303 / 3 ** 0.5) and high == pytest.approx(2 + 4.303 / 3 ** 0.5)
+    assert low == pytest.approx(2 - 4.303 / 3 ** 0.5, abs=1e-3)
+    assert high == pytest.approx(2 + 4.303 / 3 ** 0.5, abs=1e-3)
+    values = [float(v % 7) for v in range(61)]
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    low, high = confidence_interval(values)
+    assert (low + high) / 2 == pytest.approx(mean)
+    assert (high - low) / 2 == pytest.approx(2.000 * sd / 61 ** 0.5, rel=2e-4)
+    assert confidence_interval([4.0]) == (4.0, 4.0) == confidence_interval([4.0, 4.0, 4.0])
+    assert all(math.isnan(end) for end in confidence_interval([]))
 
 
 def toy_problem(n=64, d=100, relevant=10, seed=0):
@@ -135,10 +147,17 @@ def test_metrics_rank_a_perfect_map_above_a_random_one():
     assert good_noise["highest"] < good_noise["lowest"]
 
 
-def test_spearman():
+def test_spearman_is_the_rank_correlation_of_each_row_pair():
     a = torch.arange(10.0)[None]
     assert float(f.spearman(a, a)) == pytest.approx(1.0)
     assert float(f.spearman(a, -a)) == pytest.approx(-1.0)
+    # Ties take their mean rank: y's ranks are 1, 2, 3.5, 5, 3.5, so rho = 8 / sqrt(10 * 9.5).
+    x, y = torch.tensor([[1.0, 2, 3, 4, 5]]), torch.tensor([[5.0, 6, 7, 8, 7]])
+    assert float(f.spearman(x, y)) == pytest.approx(8 / 95 ** 0.5)
+    rows = torch.cat([x, x.flip(1), a[:, :5]])
+    assert f.spearman(rows, torch.cat([y, y, y])).tolist() == pytest.approx(
+        [float(f.spearman(r[None], y)) for r in rows])
+    assert f.spearman(x.view(1, 1, 5), y.view(1, 5, 1)).shape == (1,)  # each row flattened
 
 
 def test_evaluate_methods_report():
