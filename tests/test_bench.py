@@ -69,6 +69,27 @@ def test_idx_reader_checks_the_decompressed_content(tmp_path):
         data._read_idx(tmp_path / "imgs.gz", "0" * 64)
 
 
+def test_mnist_download_is_checked_kept_in_the_cache_and_not_repeated(tmp_path, monkeypatch):
+    server, cache = tmp_path / "server", tmp_path / "cache"
+    server.mkdir()
+    images = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+    digests = {"t10k-images-idx3-ubyte": write_idx(server / "t10k-images-idx3-ubyte.gz", images),
+               "t10k-labels-idx1-ubyte": write_idx(server / "t10k-labels-idx1-ubyte.gz", np.array([7, 0, 3]))}
+    monkeypatch.setattr(data, "MNIST_FILES", digests)
+    monkeypatch.setattr(data, "MNIST_URL", server.as_uri() + "/")
+    monkeypatch.setattr(data, "CACHE", cache)
+    x, y = data.load_mnist(train=False)
+    assert torch.equal(x[:, 0], torch.from_numpy(images).float() / 255) and y.tolist() == [7, 0, 3]
+    for name in digests:
+        (server / f"{name}.gz").unlink()
+    assert torch.equal(data.load_mnist(train=False)[0], x)  # from the cache, not the server
+    write_idx(server / "t10k-images-idx3-ubyte.gz", images + 1)  # the server now serves other bytes
+    monkeypatch.setattr(data, "CACHE", tmp_path / "fresh")
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        data.load_mnist(train=False)
+    assert not any((tmp_path / "fresh" / "mnist").iterdir())  # not even a partial file is kept
+
+
 def test_mnist_loader_refuses_wrong_files_and_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no train-images-idx3-ubyte"):
         data.load_mnist(tmp_path)
