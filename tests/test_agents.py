@@ -242,4 +242,19 @@ def test_train_command_resumes_with_the_runs_own_settings(tmp_path):
     assert second.exit_code == 0, second.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["n_envs"], saved["n_steps"], saved["batch_size"], saved["sticky_envs"]) == (2, 32, 32, 1)
-    assert saved["checkpoint_every"] == 64 and saved["stop_at"] == 128
+    assert saved["checkpoint_every"] == 64 and saved["stop_at"] == 128 and saved["subprocess_envs"] is False
+
+
+def test_train_settings_come_from_the_options_else_the_resumed_run_else_the_defaults(tmp_path):
+    from rl_insens.train import TrainConfig
+
+    saved = TrainConfig(out_dir="elsewhere", seed=5, n_envs=2, n_epochs=9, stop_at=64, subprocess_envs=False)
+    (tmp_path / "config.json").write_text(json.dumps({**dataclasses.asdict(saved), "retired_setting": 1}))
+    cfg = TrainConfig.for_run(tmp_path, resume=True, n_envs=4, seed=None)
+    assert (cfg.out_dir, cfg.n_envs, cfg.seed, cfg.n_epochs) == (str(tmp_path), 4, 5, 9)
+    assert cfg.stop_at is None and cfg.subprocess_envs  # settings of one invocation are not resumed
+    assert TrainConfig.for_run(tmp_path, seed=None) == TrainConfig(out_dir=str(tmp_path))  # a new run
+    with pytest.raises(ValueError, match=f"plays {PONG.env_id}"):
+        TrainConfig.for_run(tmp_path, resume=True, env_id="ALE/Breakout-v5")
+    breakout = TrainConfig.for_run(tmp_path / "new", env_id="ALE/Breakout-v5")
+    assert breakout.settings.env_id == "ALE/Breakout-v5" and not breakout.settings.full_action_space
