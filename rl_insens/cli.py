@@ -147,7 +147,8 @@ def _saved_train_config(train_dir: str) -> TrainConfig:
 
 
 @main.command("export-agent")
-@click.option("--train-dir", default="agents/pong_rlnet/train", show_default=True)
+@click.option("--train-dir", default=TrainConfig().out_dir, show_default=True,
+              help="The training run's folder (train's --out-dir).")
 @click.option("--out", "agent_dir", default=str(DEFAULT_AGENT), show_default=True)
 @click.option("--episodes", default=10, show_default=True)
 @click.option("--note", default=None, help="Goes into the model card, e.g. how the schedule changed.")
@@ -163,7 +164,8 @@ def export_agent(train_dir, agent_dir, episodes, note, checkpoint):
 
 
 @main.command("validate-checkpoint")
-@click.option("--train-dir", default="agents/pong_rlnet/train", show_default=True)
+@click.option("--train-dir", default=TrainConfig().out_dir, show_default=True,
+              help="The training run's folder (train's --out-dir).")
 @click.option("--first-seed", default=2000, show_default=True, help="Seeds the model card does not use.")
 @click.option("--episodes", default=10, show_default=True)
 @click.option("--max-steps", type=int, default=None,
