@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import typing
 from pathlib import Path
 
 import click
@@ -12,6 +14,7 @@ from .attribution import METHODS
 from .engine import UnsupportedModelError
 from .faithfulness import CHECKS, FRACTION, SIGMA
 from .files import atomic_path, check_writable_file, write_json, write_text
+from .train import TrainConfig
 from .video import DEFAULT_CRF, MAX_SCALE
 
 DEFAULT_AGENT = Path("agents/pong_rlnet")
@@ -62,21 +65,37 @@ def main() -> None:
     """Inspect Atari policies with switched linear projections and Insens."""
 
 
+def config_options(config_class):
+    """Options for the fields of dataclass ``config_class`` that carry :func:`~rl_insens.train.ppo.option`
+    metadata, in field order: ``--field-name`` (or the field's ``flag``), its type and help from the
+    field. A setting a resumed run keeps defaults to ``None`` here, so that the merge
+    (``config_class.for_run``) can tell it was not given."""
+    hints = typing.get_type_hints(config_class)
+
+    def decorate(command):
+        for f in reversed([f for f in dataclasses.fields(config_class) if "help" in f.metadata]):
+            kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+            help = f.metadata["help"]
+            if f.metadata["flag"]:
+                settings = dict(flag_value=not f.default, default=f.default)
+            elif f.metadata["resumed"]:
+                settings = dict(type=kind, default=None)
+                help += f"  [default: {f.default}, or the resumed run's]"
+            else:
+                settings = dict(type=kind, default=f.default, show_default=f.default is not None)
+            name = f.metadata["flag"] or f"--{f.name.replace('_', '-')}"
+            command = click.option(name, f.name, help=help, **settings)(command)
+        return command
+
+    return decorate
+
+
 @main.command()
-@click.option("--out-dir", default="agents/pong_rlnet/train", show_default=True)
 @env_option
-@click.option("--total-steps", type=int, help="Length of the learning-rate and clip-range schedules.")
-@click.option("--stop-at", type=int, default=None, help="Checkpoint and stop after this many steps.")
-@click.option("--seed", type=int)
-@click.option("--n-envs", type=int, help="Parallel environments.")
-@click.option("--n-steps", type=int, help="Steps per environment per rollout.")
-@click.option("--batch-size", type=int, help="PPO minibatch size.")
-@click.option("--sticky-envs", type=int, help="Environments with sticky actions (p 0.25).")
-@click.option("--checkpoint-every", type=int, help="Agent steps between checkpoints.")
+@config_options(TrainConfig)
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where PPO's updates run (the environments always step on the CPU).")
-@click.option("--dummy-envs", is_flag=True, help="Step environments in this process.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/resume.zip if it exists.")
 @click.option("--inspect-every", type=click.IntRange(min=1), default=None, metavar="N",
               help="Every N agent steps, record and measure the policy into OUT_DIR/inspections.")
@@ -84,8 +103,7 @@ def main() -> None:
               help="Greedy steps per inspection clip (reset seed 0).")
 @click.option("--inspect-methods", default="insens", show_default=True,
               help="Comma-separated, for the clips.")
-def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, inspect_every, inspect_steps,
-          inspect_methods, **given):
+def train(env_id, threads, device, resume, inspect_every, inspect_steps, inspect_methods, **settings):
     """Train RLNET with PPO on an ALE game (resumable; by default the bundled agent's run).
 
     Options left unset take the resumed run's values (its config.json), else TrainConfig's.
@@ -95,37 +113,22 @@ def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, inspect
     """
     import torch
 
-    from .envs import AtariSettings, check_env_id
-    from .train import TrainConfig
     from .train import train as run
     from .train.callback import InsensCallback
 
     if device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device here")
     torch.set_num_threads(threads)
-    saved_path = Path(out_dir) / "config.json"
-    saved = json.loads(saved_path.read_text()) if resume and saved_path.exists() else {}
-    chosen = {name: value if value is not None else saved.get(name, getattr(TrainConfig, name))
-              for name, value in given.items()}
-    env_settings = saved.get("env_settings", TrainConfig().env_settings)
-    if env_id is not None:
-        try:
-            check_env_id(env_id)
-        except ValueError as error:
-            fail(str(error))
-        if saved and saved["env_settings"]["env_id"] != env_id:
-            fail(f"--env {env_id}: the run in {out_dir} plays {saved['env_settings']['env_id']}")
-        if not saved:
-            new = AtariSettings(env_id, preprocessing="gymnasium", repeat_action_probability=0.0)
-            env_settings = new.as_dict()
-    cfg = TrainConfig(out_dir=out_dir, stop_at=stop_at, subprocess_envs=not dummy_envs,
-                      env_settings=env_settings, **chosen)
+    try:
+        cfg = TrainConfig.for_run(resume=resume, env_id=env_id, **settings)
+    except ValueError as error:
+        fail(str(error))
     callbacks = []
     if inspect_every:
         try:
             methods = [m.strip() for m in inspect_methods.split(",") if m.strip()]
             callbacks.append(InsensCallback(cfg.settings, every=inspect_every, steps=inspect_steps,
-                                            methods=methods, out_dir=Path(out_dir) / "inspections",
+                                            methods=methods, out_dir=Path(cfg.out_dir) / "inspections",
                                             device=device))
         except ValueError as error:
             fail(str(error))
@@ -135,20 +138,17 @@ def train(out_dir, env_id, stop_at, threads, device, dummy_envs, resume, inspect
         fail("interrupted; the checkpoint was saved, continue with --resume")
 
 
-def _saved_train_config(train_dir: str):
+def _saved_train_config(train_dir: str) -> TrainConfig:
     """The configuration of the run in ``train_dir``, which must hold a checkpoint."""
-    from .train import TrainConfig
-
-    saved = Path(train_dir) / "config.json"
-    cfg = TrainConfig(**{**json.loads(saved.read_text()), "out_dir": train_dir}) if saved.exists() \
-        else TrainConfig(out_dir=train_dir)
+    cfg = TrainConfig.for_run(train_dir, resume=True)
     if not cfg.resume_path.exists():
         fail(f"no checkpoint at {cfg.resume_path}")
     return cfg
 
 
 @main.command("export-agent")
-@click.option("--train-dir", default="agents/pong_rlnet/train", show_default=True)
+@click.option("--train-dir", default=TrainConfig().out_dir, show_default=True,
+              help="The training run's folder (train's --out-dir).")
 @click.option("--out", "agent_dir", default=str(DEFAULT_AGENT), show_default=True)
 @click.option("--episodes", default=10, show_default=True)
 @click.option("--note", default=None, help="Goes into the model card, e.g. how the schedule changed.")
@@ -164,7 +164,8 @@ def export_agent(train_dir, agent_dir, episodes, note, checkpoint):
 
 
 @main.command("validate-checkpoint")
-@click.option("--train-dir", default="agents/pong_rlnet/train", show_default=True)
+@click.option("--train-dir", default=TrainConfig().out_dir, show_default=True,
+              help="The training run's folder (train's --out-dir).")
 @click.option("--first-seed", default=2000, show_default=True, help="Seeds the model card does not use.")
 @click.option("--episodes", default=10, show_default=True)
 @click.option("--max-steps", type=int, default=None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import statistics
 import time
@@ -29,12 +28,8 @@ from tqdm import tqdm
 from . import rollout
 from .agents import Agent, load_agent
 from .files import write_text
+from .intervals import confidence_interval
 from .parallel import check_backend, run_unordered
-
-T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042]
-"""Student's t 97.5% quantiles for 1..30 degrees of freedom (1.96 beyond)."""
 
 
 @dataclass(frozen=True)
@@ -129,16 +124,6 @@ def summary(episodes: list[Episode]) -> dict:
             "unfinished": sum(not e.finished for e in episodes),
             "seeds": [e.seed for e in episodes], "scores": scores.tolist(),
             "lengths": [e.length for e in episodes]}
-
-
-def confidence_interval(values: list[float]) -> tuple[float, float]:
-    """95% interval for the mean (Student's t)."""
-    n = len(values)
-    if n < 2:
-        return (values[0], values[0]) if values else (math.nan, math.nan)
-    mean, sd = statistics.fmean(values), statistics.stdev(values)
-    t = T_975[n - 2] if n - 1 <= len(T_975) else 1.96
-    return mean - t * sd / math.sqrt(n), mean + t * sd / math.sqrt(n)
 
 
 # ----- one task ---------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""Small random networks that exercise every supported layer (shared by the engine tests)."""
+"""Small random networks that exercise every supported layer, and the error the engine tests
+measure against the full-Jacobian reference (shared by the engine test files)."""
 
 import torch
 from torch import nn
+
+import rl_insens as ri
 
 
 def strided_asymmetric() -> nn.Module:
@@ -64,3 +67,21 @@ TEST_NETS = [
 def build(constructor, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return constructor().eval()
+
+
+def pong_like() -> nn.Module:
+    """RLNET's shape in small: SAME pads (one asymmetric), strides, a dilated conv, a conv pad."""
+    return nn.Sequential(
+        nn.ZeroPad2d((1, 2, 1, 2)), nn.Conv2d(2, 4, 4, stride=2), nn.ReLU(),
+        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(4, 5, 3, stride=2), nn.ReLU(),
+        nn.Conv2d(5, 6, 3, padding=2, dilation=2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(6 * 4 * 4, 7), nn.ReLU(), nn.Linear(7, 3),
+    )
+
+
+CUT_NETS = TEST_NETS + [("pong_like", pong_like, (2, 15, 15)),
+                        ("twoconv", lambda: ri.TwoConv((1, 12, 12), 4), (1, 12, 12))]
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())

@@ -3,36 +3,14 @@
 import dataclasses
 import json
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from stable_baselines3 import A2C, DQN, PPO
 
 import rl_insens as ri
-from rl_insens.agents import RLNetExtractor, load_agent, save_agent
+from rl_insens.agents import load_agent, save_agent
 from rl_insens.envs import PONG
-
-
-class FakeAtari(gym.Env):
-    """Stacked 84x84 uint8 frames of noise: enough to build and query an Atari policy."""
-
-    observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
-
-    def __init__(self, n_actions: int = 6) -> None:
-        self.action_space = gym.spaces.Discrete(n_actions)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        return self.observation_space.sample(), {}
-
-    def step(self, action):
-        return self.observation_space.sample(), 0.0, False, False, {}
-
-
-def observations(n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 4, 84, 84), dtype=np.uint8)
 
 
 def sb3_scores(model, obs):
@@ -53,14 +31,13 @@ def agent_scores(agent, obs):
     return scores.softmax(1) if agent.kind == "actor-critic" else scores
 
 
-def make_models():
-    env = FakeAtari()
+def make_models(fake_atari, sb3_rlnet):
+    env = fake_atari()
     models = {
         "ppo": lambda: PPO("CnnPolicy", env, n_steps=16, seed=0),
         "a2c": lambda: A2C("CnnPolicy", env, n_steps=4, seed=0),
         "dqn": lambda: DQN("CnnPolicy", env, buffer_size=100, learning_starts=10, seed=0),
-        "ppo_rlnet": lambda: PPO("CnnPolicy", FakeAtari(18), n_steps=16, seed=0,
-                                 policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[])),
+        "ppo_rlnet": lambda: sb3_rlnet(0),
     }
     try:
         from sb3_contrib import QRDQN
@@ -72,8 +49,8 @@ def make_models():
 
 
 @pytest.mark.parametrize("kind", ["ppo", "a2c", "dqn", "qrdqn", "ppo_rlnet"])
-def test_sb3_zip_gives_sb3s_outputs_and_actions(kind, tmp_path):
-    models = make_models()
+def test_sb3_zip_gives_sb3s_outputs_and_actions(kind, tmp_path, fake_atari, sb3_rlnet, observations):
+    models = make_models(fake_atari, sb3_rlnet)
     if kind not in models:
         pytest.skip("sb3-contrib is not installed")
     model = models[kind]()
@@ -87,8 +64,8 @@ def test_sb3_zip_gives_sb3s_outputs_and_actions(kind, tmp_path):
     assert len(agent.action_meanings) == model.action_space.n
 
 
-def test_rl_insens_agent_directory_round_trip(tmp_path):
-    model = make_models()["ppo_rlnet"]()
+def test_rl_insens_agent_directory_round_trip(tmp_path, sb3_rlnet, observations):
+    model = sb3_rlnet(0)
     save_agent(model.policy, tmp_path / "agent", {"note": "untrained", "environment": PONG.as_dict()})
     agent = load_agent(tmp_path / "agent")
     assert agent.settings == PONG
@@ -104,8 +81,8 @@ def test_rl_insens_agent_directory_round_trip(tmp_path):
     assert agent.action_meanings[:3] == ["NOOP", "FIRE", "UP"]
 
 
-def test_tampered_weights_are_refused(tmp_path):
-    save_agent(make_models()["ppo_rlnet"]().policy, tmp_path / "agent", {})
+def test_tampered_weights_are_refused(tmp_path, sb3_rlnet):
+    save_agent(sb3_rlnet(0).policy, tmp_path / "agent", {})
     weights = tmp_path / "agent" / json.loads((tmp_path / "agent" / "card.json").read_text())["weights_file"]
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -131,8 +108,8 @@ def test_non_atari_agent_is_refused(tmp_path):
         load_agent(tmp_path / "cartpole.zip")
 
 
-def test_non_relu_agent_is_refused(tmp_path):
-    model = PPO("CnnPolicy", FakeAtari(), n_steps=16, policy_kwargs=dict(net_arch=[32]))  # Tanh MLP
+def test_non_relu_agent_is_refused(tmp_path, fake_atari):
+    model = PPO("CnnPolicy", fake_atari(), n_steps=16, policy_kwargs=dict(net_arch=[32]))  # Tanh MLP
     model.save(tmp_path / "tanh.zip")
     with pytest.raises(ri.UnsupportedModelError, match="Tanh"):
         load_agent(tmp_path / "tanh.zip")
@@ -144,6 +121,7 @@ def test_observation_that_does_not_fit(tmp_path):
         agent.act(np.zeros((4, 80, 80), np.uint8))
 
 
+@pytest.mark.slow
 def test_training_smoke_run_checkpoints_and_resumes(tmp_path):
     from rl_insens.train import TrainConfig, plot_learning_curve, train
 
@@ -171,6 +149,7 @@ def test_training_wall_time_skips_pauses_and_stops_at_a_step(tmp_path):
     assert training_wall_time(log, up_to_step=300) == 10
 
 
+@pytest.mark.slow
 def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     from rl_insens.train import TrainConfig, export_agent, train, validate_checkpoint
 
@@ -203,8 +182,12 @@ def test_export_agent_writes_a_loadable_agent_with_its_card(tmp_path):
     assert log[0]["sticky_actions_0.25"]["episodes"] == 1
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_with_a_checkpoint_and_no_hang(tmp_path):
-    """With environments in worker processes, as the real training runs."""
+    """With environments in worker processes, as the real training runs. The signal comes once the
+    first checkpoint (64 steps) is on disk, so inside ``learn`` with the workers stepping; the
+    checkpoint left at the end is the one the interruption wrote, further on."""
+    import re
     import signal
     import subprocess
     import sys
@@ -213,19 +196,22 @@ def test_sigterm_stops_training_with_a_checkpoint_and_no_hang(tmp_path):
     out = tmp_path / "run"
     code = ("from rl_insens.train import TrainConfig, train; "
             f"train(TrainConfig(out_dir={str(out)!r}, total_steps=10**6, n_envs=2, n_steps=32, "
-            "batch_size=32, checkpoint_every=10**6, subprocess_envs=True))")
+            "batch_size=32, checkpoint_every=64, subprocess_envs=True))")
     trainer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while not (out / "episodes.csv").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(3)  # well inside learn(), stepping the workers
+        while not (out / "resume.zip").exists() and time.monotonic() < deadline and trainer.poll() is None:
+            time.sleep(0.05)
+        if not (out / "resume.zip").exists():
+            pytest.fail("no first checkpoint: " + trainer.communicate(timeout=60)[0].decode()[-2000:])
+        first = PPO.load(out / "resume.zip", device="cpu").num_timesteps
         trainer.send_signal(signal.SIGTERM)
         output = trainer.communicate(timeout=60)[0].decode()
     finally:
         trainer.kill()
-    assert "interrupted: checkpoint saved at" in output, output[-2000:]
-    assert PPO.load(out / "resume.zip", device="cpu").num_timesteps > 0
+    saved = re.search(r"interrupted: checkpoint saved at (\d+) steps", output)
+    assert saved, output[-2000:]
+    assert PPO.load(out / "resume.zip", device="cpu").num_timesteps == int(saved[1]) > first >= 64
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
@@ -256,4 +242,19 @@ def test_train_command_resumes_with_the_runs_own_settings(tmp_path):
     assert second.exit_code == 0, second.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (saved["n_envs"], saved["n_steps"], saved["batch_size"], saved["sticky_envs"]) == (2, 32, 32, 1)
-    assert saved["checkpoint_every"] == 64 and saved["stop_at"] == 128
+    assert saved["checkpoint_every"] == 64 and saved["stop_at"] == 128 and saved["subprocess_envs"] is False
+
+
+def test_train_settings_come_from_the_options_else_the_resumed_run_else_the_defaults(tmp_path):
+    from rl_insens.train import TrainConfig
+
+    saved = TrainConfig(out_dir="elsewhere", seed=5, n_envs=2, n_epochs=9, stop_at=64, subprocess_envs=False)
+    (tmp_path / "config.json").write_text(json.dumps({**dataclasses.asdict(saved), "retired_setting": 1}))
+    cfg = TrainConfig.for_run(tmp_path, resume=True, n_envs=4, seed=None)
+    assert (cfg.out_dir, cfg.n_envs, cfg.seed, cfg.n_epochs) == (str(tmp_path), 4, 5, 9)
+    assert cfg.stop_at is None and cfg.subprocess_envs  # settings of one invocation are not resumed
+    assert TrainConfig.for_run(tmp_path, seed=None) == TrainConfig(out_dir=str(tmp_path))  # a new run
+    with pytest.raises(ValueError, match=f"plays {PONG.env_id}"):
+        TrainConfig.for_run(tmp_path, resume=True, env_id="ALE/Breakout-v5")
+    breakout = TrainConfig.for_run(tmp_path / "new", env_id="ALE/Breakout-v5")
+    assert breakout.settings.env_id == "ALE/Breakout-v5" and not breakout.settings.full_action_space

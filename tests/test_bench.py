@@ -69,6 +69,27 @@ def test_idx_reader_checks_the_decompressed_content(tmp_path):
         data._read_idx(tmp_path / "imgs.gz", "0" * 64)
 
 
+def test_mnist_download_is_checked_kept_in_the_cache_and_not_repeated(tmp_path, monkeypatch):
+    server, cache = tmp_path / "server", tmp_path / "cache"
+    server.mkdir()
+    images = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+    digests = {"t10k-images-idx3-ubyte": write_idx(server / "t10k-images-idx3-ubyte.gz", images),
+               "t10k-labels-idx1-ubyte": write_idx(server / "t10k-labels-idx1-ubyte.gz", np.array([7, 0, 3]))}
+    monkeypatch.setattr(data, "MNIST_FILES", digests)
+    monkeypatch.setattr(data, "MNIST_URL", server.as_uri() + "/")
+    monkeypatch.setattr(data, "CACHE", cache)
+    x, y = data.load_mnist(train=False)
+    assert torch.equal(x[:, 0], torch.from_numpy(images).float() / 255) and y.tolist() == [7, 0, 3]
+    for name in digests:
+        (server / f"{name}.gz").unlink()
+    assert torch.equal(data.load_mnist(train=False)[0], x)  # from the cache, not the server
+    write_idx(server / "t10k-images-idx3-ubyte.gz", images + 1)  # the server now serves other bytes
+    monkeypatch.setattr(data, "CACHE", tmp_path / "fresh")
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        data.load_mnist(train=False)
+    assert not any((tmp_path / "fresh" / "mnist").iterdir())  # not even a partial file is kept
+
+
 def test_mnist_loader_refuses_wrong_files_and_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="no train-images-idx3-ubyte"):
         data.load_mnist(tmp_path)
@@ -84,7 +105,13 @@ def test_two_epoch_training_smoke_run():
     settings = TrainSettings(epochs=2, min_epochs=1, validation=60, batch_size=64)
     model, log = train_twoconv(images, labels, 3, settings, progress=False)
     assert log["epochs_run"] == 2 and len(log["validation_accuracy"]) == 2
-    assert 0 <= evaluate_accuracy(model, images, labels) <= 100
+    with torch.no_grad():
+        correct = (model(images).argmax(1) == labels).float()
+    # The best epoch's model comes back: on the validation tail it scores that epoch's accuracy.
+    best = max(log["validation_accuracy"])
+    assert 100 * float(correct[-60:].mean()) == pytest.approx(best)
+    assert log["best_epoch"] == 1 + log["validation_accuracy"].index(best)
+    assert evaluate_accuracy(model, images, labels, batch=7) == pytest.approx(100 * float(correct.mean()))
 
 
 def test_report_table():
@@ -149,13 +176,26 @@ def test_norb_reader_on_tiny_files_in_the_real_format(tmp_path):
 
 
 def test_cifar_augmentation_crops_and_keeps_each_channel_mean():
-    from rl_insens.bench.supervised import centre_crop, cifar_augment
+    """Each output is one 24x24 window of its image with the contrast scaled about each channel's
+    mean: centred, it is the window's centred pixels times one factor in CONTRAST, and its
+    channel means are the window's."""
+    from rl_insens.bench.supervised import CONTRAST, centre_crop, cifar_augment
 
     images = torch.rand(5, 3, 32, 32)
     out = cifar_augment(images, torch.Generator().manual_seed(0))
     assert out.shape == (5, 3, 24, 24) and centre_crop(images).shape == (5, 3, 24, 24)
-    crops_mean = out.mean((2, 3))
-    assert torch.all(crops_mean > 0.3) and torch.all(crops_mean < 0.7)  # contrast is scaled about the mean
+    positions = set()
+    for image, augmented in zip(images, out, strict=True):
+        windows = image.unfold(1, 24, 1).unfold(2, 24, 1).permute(1, 2, 0, 3, 4).reshape(81, 3, 24, 24)
+        means = windows.mean((2, 3), keepdim=True)
+        centred, window_centred = augmented - augmented.mean((1, 2), keepdim=True), windows - means
+        factor = (centred * window_centred).sum((1, 2, 3)) / window_centred.square().sum((1, 2, 3))
+        residual = (centred - factor[:, None, None, None] * window_centred).abs().amax((1, 2, 3))
+        best = int(residual.argmin())
+        assert residual[best] < 1e-5 and CONTRAST[0] <= factor[best] <= CONTRAST[1]
+        assert torch.allclose(augmented.mean((1, 2)), means[best].flatten(), atol=1e-6, rtol=0)
+        positions.add(best)
+    assert len(positions) > 1  # crops at random places
 
 
 def fake_loader(shape, classes, n_train=260, n_test=40):
@@ -170,12 +210,20 @@ def fake_loader(shape, classes, n_train=260, n_test=40):
 
 def test_cifar10_and_smallnorb_benchmark_smoke_runs(tmp_path, monkeypatch):
     import rl_insens.bench.supervised as supervised
+    from rl_insens.bench.supervised import centre_crop
+    from rl_insens.nets import TwoConv
 
     monkeypatch.setattr(supervised, "TrainSettings", lambda seed, epochs: TrainSettings(
         seed=seed, epochs=epochs, min_epochs=1, validation=60, batch_size=64))
     report = supervised.cifar10_benchmark(None, tmp_path / "c", seeds=(0,), epochs=1, progress=False,
                                           load=fake_loader((3, 32, 32), 10))
-    assert report["per_seed"][0]["epochs_run"] == 1 and 0 <= report["accuracy"]["mean"] <= 100
+    test_x, test_y = fake_loader((3, 32, 32), 10)(None, train=False)
+    model = TwoConv((3, 24, 24), 10)
+    model.load_state_dict(torch.load(tmp_path / "c" / "models" / "cifar10_seed0.pt", weights_only=True))
+    with torch.no_grad():  # the saved model, tested on the centre crops
+        expected = 100 * float((model.eval()(centre_crop(test_x)).argmax(1) == test_y).float().mean())
+    assert report["per_seed"][0]["epochs_run"] == 1
+    assert report["accuracy"]["mean"] == pytest.approx(expected) == report["per_seed"][0]["accuracy"]
     assert (tmp_path / "c" / "cifar10_methods.png").exists()
     assert "| CIFAR-10 |" in (tmp_path / "c" / "cifar10.md").read_text()
     report = supervised.smallnorb_benchmark(None, tmp_path / "s", seeds=(0,), epochs=1, progress=False,

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import configure
-from test_agents import FakeAtari
 
 import rl_insens as ri
 from rl_insens.train import callback as callback_module
@@ -16,10 +15,10 @@ EVERY, TOTAL, CLIP = 64, 192, 12
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, fake_atari):
     """PPO on fake 6-action frames for a few hundred steps, inspected every 64 steps in Pong."""
     folder = tmp_path_factory.mktemp("training")
-    model = PPO("CnnPolicy", FakeAtari(6), n_steps=32, batch_size=32, n_epochs=1, seed=0)
+    model = PPO("CnnPolicy", fake_atari(6), n_steps=32, batch_size=32, n_epochs=1, seed=0)
     model.set_logger(configure(str(folder / "log"), ["json"]))
     inspector = ri.InsensCallback("PongNoFrameskip-v4", every=EVERY, steps=CLIP,
                                   methods=("insens", "gradient"), out_dir=folder / "clips")
@@ -27,6 +26,7 @@ def trained(tmp_path_factory):
     return folder, inspector
 
 
+@pytest.mark.slow
 def test_a_clip_per_point_named_by_its_step(trained):
     folder, inspector = trained
     steps = [p["step"] for p in inspector.points]
@@ -40,6 +40,7 @@ def test_a_clip_per_point_named_by_its_step(trained):
     assert [line["step"] for line in lines] == steps
 
 
+@pytest.mark.slow
 def test_scalars_reach_the_logger(trained):
     folder, _ = trained
     rows = [json.loads(line) for line in (folder / "log" / "progress.json").read_text().splitlines()]
@@ -56,6 +57,7 @@ def test_scalars_reach_the_logger(trained):
     assert len({r["insens/stability_margin_median"] for r in rows}) > 1
 
 
+@pytest.mark.slow
 def test_the_numbers_are_those_of_the_clip(trained):
     from rl_insens.clipstats import clip_statistics
 
@@ -66,6 +68,7 @@ def test_the_numbers_are_those_of_the_clip(trained):
         assert value == pytest.approx(point[key], rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_says_once_when_it_cannot_log_a_video(trained, monkeypatch, capsys):
     _, inspector = trained
     monkeypatch.setattr(callback_module, "tensorboard_video_missing", lambda: "tensorboard is not installed")
@@ -76,12 +79,13 @@ def test_says_once_when_it_cannot_log_a_video(trained, monkeypatch, capsys):
     assert err.count("not logged to TensorBoard") == 1 and "rl-insens[tensorboard]" in err
 
 
-def test_clip_reaches_tensorboard_when_it_can(tmp_path):
+@pytest.mark.slow
+def test_clip_reaches_tensorboard_when_it_can(tmp_path, fake_atari):
     if callback_module.tensorboard_video_missing():
         pytest.skip(callback_module.tensorboard_video_missing())
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    model = PPO("CnnPolicy", FakeAtari(6), n_steps=32, batch_size=32, n_epochs=1, seed=0,
+    model = PPO("CnnPolicy", fake_atari(6), n_steps=32, batch_size=32, n_epochs=1, seed=0,
                 tensorboard_log=str(tmp_path / "tb"))
     inspector = ri.InsensCallback("PongNoFrameskip-v4", every=32, steps=4, methods=("gradient",),
                                   out_dir=tmp_path / "clips", at_start=False)
@@ -100,6 +104,7 @@ def test_settings_are_checked_at_once(tmp_path):
         ri.InsensCallback("PongNoFrameskip-v4", every=0)
 
 
+@pytest.mark.slow
 def test_train_command_inspects_as_it_learns(tmp_path):
     from click.testing import CliRunner
 

@@ -20,12 +20,6 @@ ROW = 46 + 22 + 210 * ri.render.PANEL_ZOOM + 26  # caption, title, screen, legen
 PANEL = 160 * ri.render.PANEL_ZOOM
 
 
-def tiny_agent(seed: int, steps: int | None = None) -> Agent:
-    torch.manual_seed(seed)
-    return Agent(ri.RLNet().eval(), [f"a{i}" for i in range(18)], "actor-critic", settings=PONG,
-                 card={"steps_trained": steps})
-
-
 def louder(agent: Agent, factor: float = 10.0) -> Agent:
     """The same policy with its logits multiplied: the same actions, gradients ``factor`` times
     larger, and Insens unchanged (it sums over hidden neurons only, eq. 8)."""
@@ -41,8 +35,8 @@ def panel(frame: np.ndarray, row: int, column: int) -> np.ndarray:
     return frame[top:top + 210 * ri.render.PANEL_ZOOM, column * PANEL:(column + 1) * PANEL].astype(int)
 
 
-def test_rows_share_each_columns_colour_scale(tmp_path):
-    a = tiny_agent(0, 1000)
+def test_rows_share_each_columns_colour_scale(tmp_path, pong_agent):
+    a = pong_agent(0, card={"steps_trained": 1000})
     out = compare([a, louder(a)], tmp_path / "c.mp4", steps=5, methods=("insens", "gradient"),
                   names=["early", "late"], crf=0, progress=False)
     frames = list(iio.imiter(out))
@@ -56,8 +50,8 @@ def test_rows_share_each_columns_colour_scale(tmp_path):
     assert out.with_suffix(".png").exists()
 
 
-def test_states_from_a_run_directory(tmp_path):
-    a, b = tiny_agent(0), tiny_agent(1)
+def test_states_from_a_run_directory(tmp_path, pong_agent):
+    a, b = pong_agent(0), pong_agent(1)
     run = record(a, tmp_path / "r.mp4", max_steps=4, methods=("gradient",), progress=False).run_dir
     states = states_from_run(run, steps=3)
     played = states_from_play(a, 3)
@@ -67,26 +61,21 @@ def test_states_from_a_run_directory(tmp_path):
     assert len(iio.imread(out)) == 3
 
 
-def test_agents_seeing_other_observations_are_refused(tmp_path):
-    a = tiny_agent(0)
+def test_agents_seeing_other_observations_are_refused(tmp_path, pong_agent):
+    a = pong_agent(0)
     other = dataclasses.replace(a, settings=dataclasses.replace(PONG, preprocessing="sb3"))
     with pytest.raises(ValueError, match="preprocessing.*compare agents of one preprocessing"):
         compare([a, other], tmp_path / "x.mp4", steps=2, methods=("gradient",), progress=False)
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_compare_command(tmp_path):
-    from stable_baselines3 import PPO
-    from test_agents import FakeAtari
-
+def test_compare_command(tmp_path, sb3_rlnet):
     from rl_insens.agents import save_agent
 
     paths = []
     for seed in (0, 1):
-        policy = PPO("CnnPolicy", FakeAtari(18), n_steps=16, seed=seed, policy_kwargs=dict(
-            features_extractor_class=ri.agents.RLNetExtractor, net_arch=[])).policy
-        paths.append(str(save_agent(policy, tmp_path / f"ckpt{seed}", {"environment": PONG.as_dict(),
-                                                                         "steps_trained": 1000 * seed})))
+        paths.append(str(save_agent(sb3_rlnet(seed).policy, tmp_path / f"ckpt{seed}",
+                                    {"environment": PONG.as_dict(), "steps_trained": 1000 * seed})))
     out = tmp_path / "compare.mp4"
     result = CliRunner().invoke(cli, ["compare", "--agents", *paths, "--steps", "3", "--methods", "gradient",
                                       "--out", str(out)])
@@ -101,11 +90,12 @@ def test_compare_command(tmp_path):
     assert bad.exit_code == 2 and "not a run directory" in bad.output
 
 
-def test_each_row_is_a_run_directory_the_viewer_opens(tmp_path):
+@pytest.mark.slow
+def test_each_row_is_a_run_directory_the_viewer_opens(tmp_path, pong_agent):
     from rl_insens.clipstats import clip_statistics
     from rl_insens.viewer.server import RunData
 
-    a = tiny_agent(0, 1000)
+    a = pong_agent(0, card={"steps_trained": 1000})
     compare([a, louder(a)], tmp_path / "c.mp4", steps=3, methods=("insens", "gradient"),
             names=["early", "late"], progress=False)
     rows = sorted(p for p in (tmp_path / "c.run").iterdir() if p.is_dir())

@@ -1,20 +1,19 @@
 """The engine against a slow full-Jacobian reference, and Theorem 1 at full size."""
 
 import math
+import weakref
 
 import pytest
 import torch
-from nets_for_tests import TEST_NETS, build
+from nets_for_tests import CUT_NETS, TEST_NETS, build, relative_error
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import rl_insens as ri
 from rl_insens.engine import insens_reference
 from rl_insens.engine.reference import hidden_jacobian
 from rl_insens.engine.switched import SwitchedNetwork
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())
 
 
 @pytest.mark.parametrize("name,constructor,shape", TEST_NETS)
@@ -123,10 +122,7 @@ def test_neuron_state():
     assert ((state.active_fraction > 0) & (state.active_fraction < 1)).all()
 
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-
-
-@needs_cuda
+@pytest.mark.gpu
 @pytest.mark.parametrize("name,constructor,shape", TEST_NETS)
 def test_insens_on_cuda_matches_full_jacobian(name, constructor, shape):
     model = build(constructor)
@@ -136,13 +132,10 @@ def test_insens_on_cuda_matches_full_jacobian(name, constructor, shape):
     assert relative_error(on_gpu, insens_reference(model.cpu(), x)) <= 1e-4
 
 
-@needs_cuda
-def test_rlnet_batch_on_cuda_matches_cpu_even_with_tf32_allowed():
+@pytest.mark.gpu
+def test_rlnet_batch_on_cuda_matches_cpu_even_with_tf32_allowed(random_rlnet):
     """The engine turns TF32 off itself: a user's global TF32 setting must not cost exactness."""
-    torch.manual_seed(0)
-    model = ri.RLNet().eval()
-    for layer in (model.conv1, model.conv2, model.conv3, model.fc1):
-        layer.bias.data -= 0.05
+    model = random_rlnet(0, bias_shift=0.05)
     x = torch.rand(5, 4, 84, 84)
     on_cpu = ri.insens(model, x)
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -160,32 +153,55 @@ def test_rlnet_batch_on_cuda_matches_cpu_even_with_tf32_allowed():
     assert torch.allclose((p.weight * x[0].cuda()).flatten(1).sum(1) + p.bias, p.activity, atol=1e-4)
 
 
-def test_max_memory_sets_how_many_frames_go_at_once(monkeypatch):
-    """Chunks of frames are as large as the bound allows by the per-frame count, and no larger.
-    (The memory itself is measured by the CUDA test, from the allocator's statistics: resident
-    memory on a CPU also holds what malloc keeps back, which varied 2x from run to run.)"""
+class PeakMemory(TorchDispatchMode):
+    """The most bytes that tensors created inside the block hold at once: the working memory,
+    measured op by op without the engine's own estimate (a CPU's resident memory also holds
+    what malloc keeps back, which varied 2x from run to run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holders: dict[int, list[weakref.ref]] = {}
+        self.sizes: dict[int, int] = {}
+        self.now = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for key in [k for k, refs in self.holders.items() if all(r() is None for r in refs)]:
+            del self.holders[key]  # no tensor refers to this storage any more: it was freed
+            self.now -= self.sizes.pop(key)
+        for tensor in (t for t in tree_leaves(out) if isinstance(t, torch.Tensor)):
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in self.holders:
+                self.holders[storage.data_ptr()], self.sizes[storage.data_ptr()] = [], storage.nbytes()
+                self.now += storage.nbytes()
+            self.holders[storage.data_ptr()].append(weakref.ref(tensor))
+        self.peak = max(self.peak, self.now)
+        return out
+
+
+def test_max_memory_sets_how_many_frames_go_at_once(monkeypatch, random_rlnet):
+    """Equal chunks of frames, as many as keep the working memory within the bound (with the
+    batch-wide forward pass and results on top, as the CUDA test allows)."""
     from rl_insens.engine import norms
 
     chunks = []
     chunk_norms = norms._chunk_norms
     monkeypatch.setattr(norms, "_chunk_norms",
                         lambda net, cut, every: chunks.append(net.batch) or chunk_norms(net, cut, every))
-    torch.manual_seed(0)
-    model = ri.RLNet().eval()
-    for layer in (model.conv1, model.conv2, model.conv3, model.fc1):
-        layer.bias.data -= 0.05
+    model = random_rlnet(0, bias_shift=0.05)
     x = torch.rand(12, 4, 84, 84)
-    net = SwitchedNetwork(ri.engine.read_chain(model, (4, 84, 84)), x)
-    per_frame = norms._bytes_per_sample(net, norms.plan_cut(net, 256 << 20))
-    ri.insens(model, x, max_memory=256 << 20)
-    assert sum(chunks) == 12 and len(chunks) > 1 and max(chunks) * per_frame <= 256 << 20
-    assert len(set(chunks)) == 1  # equal chunks
+    bound = 256 << 20
+    with PeakMemory() as bounded:
+        result = ri.insens(model, x, max_memory=bound)
+    assert sum(chunks) == 12 and len(chunks) > 1 and len(set(chunks)) == 1  # equal chunks
+    assert bounded.peak <= 1.25 * bound, f"{bounded.peak >> 20} MiB used under a {bound >> 20} MiB bound"
     chunks.clear()
-    ri.insens(model, x, max_memory=4 << 30)
-    assert chunks == [12]
+    with PeakMemory() as unbounded:
+        assert torch.equal(ri.insens(model, x, max_memory=4 << 30), result)
+    assert chunks == [12] and unbounded.peak > bound  # all at once would not have fitted
 
 
-@needs_cuda
+@pytest.mark.gpu
 def test_max_memory_bounds_the_working_memory_on_cuda():
     torch.manual_seed(0)
     model = ri.RLNet().eval().cuda()
@@ -215,20 +231,6 @@ def test_engine_restores_the_callers_tf32_settings():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def pong_like() -> nn.Module:
-    """RLNET's shape in small: SAME pads (one asymmetric), strides, a dilated conv, a conv pad."""
-    return nn.Sequential(
-        nn.ZeroPad2d((1, 2, 1, 2)), nn.Conv2d(2, 4, 4, stride=2), nn.ReLU(),
-        nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(4, 5, 3, stride=2), nn.ReLU(),
-        nn.Conv2d(5, 6, 3, padding=2, dilation=2), nn.ReLU(),
-        nn.Flatten(), nn.Linear(6 * 4 * 4, 7), nn.ReLU(), nn.Linear(7, 3),
-    )
-
-
-CUT_NETS = TEST_NETS + [("pong_like", pong_like, (2, 15, 15)),
-                        ("twoconv", lambda: ri.TwoConv((1, 12, 12), 4), (1, 12, 12))]
-
-
 @pytest.mark.parametrize("name,constructor,shape", CUT_NETS)
 def test_every_cut_is_exact(name, constructor, shape):
     """Patches up to any cut, then Gram forms after it, agree with the full Jacobian."""
@@ -248,12 +250,9 @@ def test_every_cut_is_exact(name, constructor, shape):
         assert relative_error(result, expected) <= 1e-4, f"cut {cut}"
 
 
-def test_batch_equals_one_by_one_on_rlnet():
+def test_batch_equals_one_by_one_on_rlnet(random_rlnet):
     """A batch of real-size Pong-shaped inputs gives each frame's own Insens."""
-    torch.manual_seed(0)
-    model = ri.RLNet().eval()
-    for layer in (model.conv1, model.conv2, model.conv3, model.fc1):
-        layer.bias.data -= 0.05  # fewer active neurons, as in a trained policy
+    model = random_rlnet(0, bias_shift=0.05)
     x = torch.rand(3, 4, 84, 84)
     together = ri.insens(model, x)
     alone = torch.cat([ri.insens(model, x[i:i + 1]) for i in range(3)])

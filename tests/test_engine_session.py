@@ -4,8 +4,7 @@ import threading
 
 import pytest
 import torch
-from nets_for_tests import TEST_NETS, build
-from test_engine import CUT_NETS, relative_error
+from nets_for_tests import CUT_NETS, TEST_NETS, build, relative_error
 from torch import nn
 
 import rl_insens as ri

@@ -113,7 +113,7 @@ def test_unknown_method():
         ri.attribute(mlp().eval(), torch.rand(2, 3, 2, 2), "lime")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.gpu
 def test_device_mismatch():
     with pytest.raises(ValueError, match="cuda"):
         ri.insens(mlp().eval(), torch.rand(2, 3, 2, 2, device="cuda"))

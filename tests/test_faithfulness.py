@@ -96,14 +96,10 @@ def test_an_intervention_on_the_balls_ram_moves_the_balls_pixels():
     assert np.array_equal(untouched.observation, outcome.observation)  # the state was put back
 
 
-def test_inspector_intervene_reports_the_policy_change():
-    from rl_insens import Inspector, RLNet
-    from rl_insens.agents import Agent
-    from rl_insens.envs import PONG
+def test_inspector_intervene_reports_the_policy_change(pong_agent):
+    from rl_insens import Inspector
 
-    torch.manual_seed(0)
-    agent = Agent(RLNet().eval(), [f"a{i}" for i in range(18)], "actor-critic", settings=PONG)
-    ins = Inspector(agent, seed=0, methods=("gradient",))
+    ins = Inspector(pong_agent(0), seed=0, methods=("gradient",))
     ins.step(80, action=0)
     before = ins.frame.observation.copy()
     result = ins.intervene(ball=(0, 12))
@@ -114,18 +110,10 @@ def test_inspector_intervene_reports_the_policy_change():
         ins.intervene(paddle=3)
 
 
-def test_faithfulness_command_runs_every_check(tmp_path):
-    from stable_baselines3 import PPO
-    from test_agents import FakeAtari
-
-    from rl_insens.agents import RLNetExtractor, save_agent
-    from rl_insens.envs import PONG
-
-    model = PPO("CnnPolicy", FakeAtari(18), n_steps=16, seed=0,
-                policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[]))
-    save_agent(model.policy, tmp_path / "agent", {"environment": PONG.as_dict()})
+@pytest.mark.slow
+def test_faithfulness_command_runs_every_check(tmp_path, rlnet_agent_dir):
     out = tmp_path / "report"
-    result = CliRunner().invoke(cli, ["faithfulness", "--agent", str(tmp_path / "agent"), "--frames", "3",
+    result = CliRunner().invoke(cli, ["faithfulness", "--agent", rlnet_agent_dir, "--frames", "3",
                                       "--methods", "gradient,insens", "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "faithfulness.json").read_text())
@@ -137,6 +125,6 @@ def test_faithfulness_command_runs_every_check(tmp_path):
     for heading in ("blurred substrate", "Cascading randomisation", "Object saliency", "Interventions"):
         assert heading in table
     assert (out / "cascading.png").exists() and (out / "faithfulness.png").exists()
-    bad = CliRunner().invoke(cli, ["faithfulness", "--agent", str(tmp_path / "agent"), "--checks", "vibes",
+    bad = CliRunner().invoke(cli, ["faithfulness", "--agent", rlnet_agent_dir, "--checks", "vibes",
                                    "--out-dir", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown check" in bad.output and not (tmp_path / "x").exists()

@@ -32,15 +32,20 @@ class Payload:
         return Path.touch, (self.marker,)
 
 
-def tiny_agent(seed: int = 0, kind: str = "actor-critic") -> Agent:
-    torch.manual_seed(seed)
-    net = ri.RLNet().eval()
-    value = nn.Sequential(*list(net.children())[:-1], nn.Linear(512, 1)).eval()
-    return Agent(net, [f"a{i}" for i in range(18)], kind, value, settings=PONG)
+@pytest.fixture(scope="module")
+def tiny_agent(random_rlnet, pong_agent):
+    """A random RLNET agent for Pong with a value network (its trunk and a value head)."""
+
+    def make(seed: int = 0, kind: str = "actor-critic") -> Agent:
+        net = random_rlnet(seed)
+        value = nn.Sequential(*list(net.children())[:-1], nn.Linear(512, 1)).eval()
+        return pong_agent(network=net, kind=kind, value_network=value)
+
+    return make
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, tiny_agent):
     out = tmp_path_factory.mktemp("run") / "r.mp4"
     return record(tiny_agent(), out, max_steps=3, methods=("gradient",), batch=2, progress=False).run_dir
 
@@ -97,7 +102,7 @@ def test_recorded_networks_keep_their_layer_names(name, constructor, shape, tmp_
                        ri.switched_projection(net, x[0], layer).weight)
 
 
-def test_recorded_agent_round_trip_with_value_network(tmp_path):
+def test_recorded_agent_round_trip_with_value_network(tmp_path, tiny_agent):
     agent = tiny_agent()
     runs.save_agent(agent, tmp_path)
     loaded = runs.load_agent(tmp_path)
@@ -133,25 +138,11 @@ def test_viewer_answers_only_its_own_host_names(run_dir):
 
 
 # ----- 2. resumes never mix runs; agents are saved whole or not at all ------------------------------
-@pytest.fixture(scope="module")
-def agent_dir(tmp_path_factory):
-    from stable_baselines3 import PPO
-    from test_agents import FakeAtari
-
-    from rl_insens.agents import RLNetExtractor, save_agent
-
-    model = PPO("CnnPolicy", FakeAtari(18), n_steps=16, seed=0,
-                policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[]))
-    card = {"environment": PONG.as_dict()}
-    return save_agent(model.policy, tmp_path_factory.mktemp("agent") / "tiny", card), model
-
-
-def test_resume_refuses_other_settings(agent_dir, tmp_path):
+def test_resume_refuses_other_settings(rlnet_agent_dir, tmp_path):
     from rl_insens.evaluate import Task, run_tasks
 
-    path, _ = agent_dir
     agent = tmp_path / "agent"
-    shutil.copytree(path, agent)
+    shutil.copytree(rlnet_agent_dir, agent)
     tasks = [Task(str(agent), 0, e) for e in range(2)]
     results = tmp_path / "e.jsonl"
     run_tasks(tasks[:1], results, max_steps=3, progress=False)
@@ -173,37 +164,32 @@ def test_resume_refuses_other_settings(agent_dir, tmp_path):
     assert len(results.read_text().splitlines()) == 1  # nothing was added to the old run
 
 
-def test_save_agent_is_whole_or_not_at_all(agent_dir, tmp_path, monkeypatch):
+def test_save_agent_is_whole_or_not_at_all(sb3_rlnet, tmp_path, monkeypatch):
     from rl_insens.agents import load_agent, save_agent
 
-    path, model = agent_dir
+    model = sb3_rlnet(0)
     agent = tmp_path / "agent"
-    shutil.copytree(path, agent)
+    save_agent(model.policy, agent, {})
     before = load_agent(agent).network.state_dict()
     with torch.no_grad():
         model.policy.action_net.bias += 1
-    try:
-        crash = lambda *a: (_ for _ in ()).throw(KeyboardInterrupt)  # noqa: E731
-        monkeypatch.setattr(ri.agents.native, "write_json", crash)
-        with pytest.raises(KeyboardInterrupt):  # the crash comes between the weights and the card
-            save_agent(model.policy, agent, {})
-        kept = load_agent(agent).network.state_dict()
-        assert all(torch.equal(kept[k], before[k]) for k in before)
-        monkeypatch.undo()
+    crash = lambda *a: (_ for _ in ()).throw(KeyboardInterrupt)  # noqa: E731
+    monkeypatch.setattr(ri.agents.native, "write_json", crash)
+    with pytest.raises(KeyboardInterrupt):  # the crash comes between the weights and the card
         save_agent(model.policy, agent, {})
-        assert torch.equal(load_agent(agent).network.state_dict()["out.bias"], before["out.bias"] + 1)
-        assert len(list(agent.glob("policy*.pt"))) == 1  # the replaced weights are gone
-    finally:
-        with torch.no_grad():
-            model.policy.action_net.bias -= 1
+    kept = load_agent(agent).network.state_dict()
+    assert all(torch.equal(kept[k], before[k]) for k in before)
+    monkeypatch.undo()
+    save_agent(model.policy, agent, {})
+    assert torch.equal(load_agent(agent).network.state_dict()["out.bias"], before["out.bias"] + 1)
+    assert len(list(agent.glob("policy*.pt"))) == 1  # the replaced weights are gone
 
 
-def test_corrupt_weights_without_checksum_get_one_line(agent_dir, tmp_path):
+def test_corrupt_weights_without_checksum_get_one_line(rlnet_agent_dir, tmp_path):
     from rl_insens.agents import load_agent
 
-    path, _ = agent_dir
     agent = tmp_path / "agent"
-    shutil.copytree(path, agent)
+    shutil.copytree(rlnet_agent_dir, agent)
     card = json.loads((agent / "card.json").read_text())
     del card["weights_sha256"]
     (agent / "card.json").write_text(json.dumps(card))
@@ -230,28 +216,29 @@ def one_line_error(result, *mentions) -> None:
 
 @pytest.mark.parametrize("option,value", [("--max-steps", 0), ("--max-steps", -1), ("--episodes", 0),
                                           ("--workers", 0), ("--workers", -3)])
-def test_evaluate_refuses_counts_below_one(agent_dir, tmp_path, option, value):
-    result = cli("evaluate", "--agent", agent_dir[0], option, value, "--json", tmp_path / "e.json")
+def test_evaluate_refuses_counts_below_one(rlnet_agent_dir, tmp_path, option, value):
+    result = cli("evaluate", "--agent", rlnet_agent_dir, option, value, "--json", tmp_path / "e.json")
     one_line_error(result, option)
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("device", ["tpu", "cuda:7", "cuda"])
-def test_record_refuses_devices_this_machine_lacks(agent_dir, tmp_path, device):
+def test_record_refuses_devices_this_machine_lacks(rlnet_agent_dir, tmp_path, device):
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    result = cli("record", "--agent", agent_dir[0], "--device", device, "--out", tmp_path / "v.mp4")
+    result = cli("record", "--agent", rlnet_agent_dir, "--device", device, "--out", tmp_path / "v.mp4")
     one_line_error(result, device)
     assert not list(tmp_path.iterdir())
 
 
-def test_record_checks_outputs_before_any_work(agent_dir, tmp_path):
+def test_record_checks_outputs_before_any_work(rlnet_agent_dir, tmp_path):
     (tmp_path / "file").write_text("")
-    one_line_error(cli("record", "--agent", agent_dir[0], "--out", tmp_path / "file" / "v.mp4"), "is a file")
+    one_line_error(cli("record", "--agent", rlnet_agent_dir, "--out", tmp_path / "file" / "v.mp4"),
+                   "is a file")
     (tmp_path / "dir.mp4").mkdir()
-    one_line_error(cli("record", "--agent", agent_dir[0], "--out", tmp_path / "dir.mp4"),
+    one_line_error(cli("record", "--agent", rlnet_agent_dir, "--out", tmp_path / "dir.mp4"),
                    "existing directory")
-    one_line_error(cli("record", "--agent", agent_dir[0], "--methods", ",", "--out", tmp_path / "v.mp4"),
+    one_line_error(cli("record", "--agent", rlnet_agent_dir, "--methods", ",", "--out", tmp_path / "v.mp4"),
                    "no attribution method")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.mp4", "file"]
     assert not list((tmp_path / "dir.mp4").iterdir())
@@ -305,7 +292,8 @@ def recorded_frames(result) -> tuple[int, np.ndarray]:
     return len(list(iio.imiter(result.video))), t
 
 
-def test_first_ctrl_c_stops_within_a_second_and_keeps_the_frames(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_first_ctrl_c_stops_within_a_second_and_keeps_the_frames(tmp_path, monkeypatch, tiny_agent):
     import os
     import signal
     import time
@@ -340,7 +328,7 @@ def test_first_ctrl_c_stops_within_a_second_and_keeps_the_frames(tmp_path, monke
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
-def test_ctrl_c_while_the_files_are_finalised_is_ignored(tmp_path, monkeypatch):
+def test_ctrl_c_while_the_files_are_finalised_is_ignored(tmp_path, monkeypatch, tiny_agent):
     import os
     import signal
 
@@ -360,7 +348,7 @@ def test_ctrl_c_while_the_files_are_finalised_is_ignored(tmp_path, monkeypatch):
     assert json.loads((result.run_dir / runs.META_FILE).read_text())["complete"]
 
 
-def test_interruption_inside_a_chunk_never_duplicates_frames(tmp_path, monkeypatch):
+def test_interruption_inside_a_chunk_never_duplicates_frames(tmp_path, monkeypatch, tiny_agent):
     import rl_insens.record
 
     calls = {"n": 0}
@@ -379,7 +367,7 @@ def test_interruption_inside_a_chunk_never_duplicates_frames(tmp_path, monkeypat
     assert result.interrupted and frames == len(t) == 2 and t.tolist() == [0, 1]
 
 
-def test_record_replaces_an_earlier_run_whole(tmp_path):
+def test_record_replaces_an_earlier_run_whole(tmp_path, tiny_agent):
     first = record(tiny_agent(), tmp_path / "v.mp4", max_steps=4, methods=("gradient",), batch=2,
                    progress=False)
     second = record(tiny_agent(), tmp_path / "v.mp4", max_steps=2, methods=("gradient",), batch=2,
@@ -426,7 +414,7 @@ def test_out_of_range_target_is_a_value_error():
         ri.attribute(model, x, "gradient", target=[0, 1, 0])
 
 
-def test_act_takes_one_finite_observation():
+def test_act_takes_one_finite_observation(tiny_agent):
     agent = tiny_agent()
     frame = np.zeros((4, 84, 84), np.float32)
     with pytest.raises(ValueError, match="one observation"):
@@ -436,7 +424,7 @@ def test_act_takes_one_finite_observation():
         agent.act(frame)
 
 
-def test_inspector_and_wrapper_agree_on_action_probabilities():
+def test_inspector_and_wrapper_agree_on_action_probabilities(tiny_agent):
     from rl_insens.inspection import inspect_frames
     from rl_insens.inspector import Inspection
 
@@ -464,6 +452,7 @@ def test_randomised_copy_leaves_the_global_random_state_alone():
 
 
 # ----- 6. processes -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_failed_task_stops_the_pool_at_once(tmp_path):
     import os
     import time
@@ -474,13 +463,14 @@ def test_a_failed_task_stops_the_pool_at_once(tmp_path):
 
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match="task 0 failed"):
-        list(run_unordered(fail_first_sleep_others, [(i, str(tmp_path)) for i in range(6)], workers=2))
+        list(run_unordered(fail_first_sleep_others, [(i, str(tmp_path), 2) for i in range(6)], workers=2))
     assert time.perf_counter() - start < 20  # the other tasks would take 30 s each
     for pid in [int(p.stem) for p in tmp_path.glob("*.pid")]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # no worker is left running
 
 
+@pytest.mark.slow
 def test_workers_die_with_a_killed_parent(tmp_path):
     import os
     import signal
@@ -492,7 +482,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         f"import sys; sys.path[:0] = {sys.path!r}\n"
         "from workers_for_tests import fail_first_sleep_others\n"
         "from rl_insens.parallel import run_unordered\n"
-        f"items = [(i, {str(tmp_path)!r}) for i in (1, 2)]\n"
+        f"items = [(i, {str(tmp_path)!r}, 2) for i in (1, 2)]\n"
         "list(run_unordered(fail_first_sleep_others, items, workers=2))\n")])
     try:
         deadline = time.time() + 60
@@ -520,7 +510,7 @@ def test_workers_die_with_a_killed_parent(tmp_path):
 
 
 # ----- 7. the Inspector goes back only where it can do so exactly --------------------------------------
-def test_inspector_refuses_wrappers_it_cannot_restore():
+def test_inspector_refuses_wrappers_it_cannot_restore(tiny_agent):
     import gymnasium as gym
 
     agent = tiny_agent()
@@ -531,7 +521,7 @@ def test_inspector_refuses_wrappers_it_cannot_restore():
         ri.Inspector(agent, env=ri.make_pong_env(), methods=("gradient",))
 
 
-def test_inspector_keeps_the_agents_time_limit():
+def test_inspector_keeps_the_agents_time_limit(tiny_agent):
     import dataclasses
 
     agent = tiny_agent()

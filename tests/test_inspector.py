@@ -5,18 +5,12 @@ import pytest
 import torch
 
 import rl_insens as ri
-from rl_insens.agents import Agent
-from rl_insens.envs import PONG
 from rl_insens.inspector import add_noise, occlude
 
 
 @pytest.fixture(scope="module")
-def agent():
-    torch.manual_seed(0)
-    net = ri.RLNet().eval()
-    for layer in (net.conv1, net.conv2, net.conv3, net.fc1):
-        layer.bias.data -= 0.03
-    return Agent(net, [f"a{i}" for i in range(18)], "actor-critic", settings=PONG)
+def agent(pong_agent):
+    return pong_agent(0, bias_shift=0.03)
 
 
 def test_back_after_step_is_bit_identical(agent):

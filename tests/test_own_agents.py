@@ -13,7 +13,6 @@ import torch
 import yaml
 from click.testing import CliRunner
 from stable_baselines3 import PPO
-from test_agents import FakeAtari, observations
 from torch import nn
 
 from rl_insens.agents import load_agent
@@ -21,21 +20,26 @@ from rl_insens.cli import main as cli
 from rl_insens.envs import GameError
 
 
-def zoo_run(root: Path, env_id: str = "PongNoFrameskip-v4", n_actions: int = 6, wrapper=None) -> Path:
+@pytest.fixture
+def zoo_run(fake_atari):
     """The folder rl-baselines3-zoo writes: ``<env>_1/<env>.zip`` and ``<env>_1/<env>/*.yml``."""
-    run = root / "ppo" / f"{env_id}_1"
-    (run / env_id).mkdir(parents=True)
-    PPO("CnnPolicy", FakeAtari(n_actions), n_steps=16, seed=0).save(run / f"{env_id}.zip")
-    args = OrderedDict([("algo", "ppo"), ("env", env_id), ("seed", 0)])
-    wrapper = wrapper or ["stable_baselines3.common.atari_wrappers.AtariWrapper"]
-    config = OrderedDict([("env_wrapper", wrapper), ("frame_stack", 4), ("policy", "CnnPolicy")])
-    (run / env_id / "args.yml").write_text(yaml.dump(args))  # the zoo dumps OrderedDicts, tags and all
-    (run / env_id / "config.yml").write_text(yaml.dump(config))
-    (run / env_id / "env_kwargs.yml").write_text(yaml.dump(OrderedDict()))
-    return run / f"{env_id}.zip"
+
+    def make(root: Path, env_id: str = "PongNoFrameskip-v4", n_actions: int = 6, wrapper=None) -> Path:
+        run = root / "ppo" / f"{env_id}_1"
+        (run / env_id).mkdir(parents=True)
+        PPO("CnnPolicy", fake_atari(n_actions), n_steps=16, seed=0).save(run / f"{env_id}.zip")
+        args = OrderedDict([("algo", "ppo"), ("env", env_id), ("seed", 0)])
+        wrapper = wrapper or ["stable_baselines3.common.atari_wrappers.AtariWrapper"]
+        config = OrderedDict([("env_wrapper", wrapper), ("frame_stack", 4), ("policy", "CnnPolicy")])
+        (run / env_id / "args.yml").write_text(yaml.dump(args))  # the zoo dumps OrderedDicts, tags and all
+        (run / env_id / "config.yml").write_text(yaml.dump(config))
+        (run / env_id / "env_kwargs.yml").write_text(yaml.dump(OrderedDict()))
+        return run / f"{env_id}.zip"
+
+    return make
 
 
-def test_zoo_folder_names_the_game_and_its_action_set(tmp_path):
+def test_zoo_folder_names_the_game_and_its_action_set(tmp_path, zoo_run):
     path = zoo_run(tmp_path)
     agent = load_agent(path)
     assert agent.game.env_id == "PongNoFrameskip-v4" and agent.game.preprocessing == "sb3"
@@ -44,31 +48,31 @@ def test_zoo_folder_names_the_game_and_its_action_set(tmp_path):
     assert agent.make_env().action_space.n == 6
 
 
-def test_zoo_wrapper_arguments_are_read(tmp_path):
+def test_zoo_wrapper_arguments_are_read(tmp_path, zoo_run):
     wrapper = [{"stable_baselines3.common.atari_wrappers.AtariWrapper": {"noop_max": 7,
                                                                          "terminal_on_life_loss": True}}]
     agent = load_agent(zoo_run(tmp_path, wrapper=wrapper))
     assert agent.game.noop_max == 7 and not agent.game.terminal_on_life_loss  # whole games unless asked
 
 
-def test_the_users_env_comes_first_and_must_fit(tmp_path):
+def test_the_users_env_comes_first_and_must_fit(tmp_path, zoo_run):
     path = zoo_run(tmp_path)
     assert load_agent(path, env="ALE/Pong-v5").game.env_id == "ALE/Pong-v5"
     with pytest.raises(GameError, match="has 6 actions, but BreakoutNoFrameskip-v4 has 4"):
         load_agent(path, env="BreakoutNoFrameskip-v4")
 
 
-def test_a_lone_zip_has_no_game_until_told(tmp_path):
-    PPO("CnnPolicy", FakeAtari(4), n_steps=16).save(tmp_path / "agent.zip")
+def test_a_lone_zip_has_no_game_until_told(tmp_path, fake_atari):
+    PPO("CnnPolicy", fake_atari(4), n_steps=16).save(tmp_path / "agent.zip")
     agent = load_agent(tmp_path / "agent.zip")
     with pytest.raises(GameError, match="--env"):
         agent.make_env()
     assert load_agent(tmp_path / "agent.zip", env="ALE/Breakout-v5").action_meanings[1] == "FIRE"
-    PPO("CnnPolicy", FakeAtari(4), n_steps=16).save(tmp_path / "BreakoutNoFrameskip-v4.zip")
+    PPO("CnnPolicy", fake_atari(4), n_steps=16).save(tmp_path / "BreakoutNoFrameskip-v4.zip")
     assert load_agent(tmp_path / "BreakoutNoFrameskip-v4.zip").game.env_id == "BreakoutNoFrameskip-v4"
 
 
-def test_unreadable_zoo_yaml_is_one_clear_line(tmp_path):
+def test_unreadable_zoo_yaml_is_one_clear_line(tmp_path, zoo_run):
     path = zoo_run(tmp_path)
     (path.parent / "PongNoFrameskip-v4" / "config.yml").write_text("env_wrapper: [unclosed\n")
     with pytest.raises(GameError, match="config.yml is not readable YAML"):
@@ -86,8 +90,8 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_code_in_a_zip_is_never_run(tmp_path):
-    model = PPO("CnnPolicy", FakeAtari(6), n_steps=16, seed=0)
+def test_code_in_a_zip_is_never_run(tmp_path, fake_atari, observations):
+    model = PPO("CnnPolicy", fake_atari(6), n_steps=16, seed=0)
     model.save(tmp_path / "clean.zip")
     marker = tmp_path / "ran"
     payload = base64.b64encode(pickle.dumps(Payload(marker))).decode()
@@ -138,7 +142,7 @@ class CleanRLQNetwork(nn.Module):
         return self.network(x / 255.0)
 
 
-def test_cleanrl_ppo_checkpoint_acts_as_cleanrl(tmp_path):
+def test_cleanrl_ppo_checkpoint_acts_as_cleanrl(tmp_path, observations):
     torch.manual_seed(0)
     theirs = CleanRLPPOAgent(4)
     torch.save(theirs.state_dict(), tmp_path / "ppo_atari.cleanrl_model")
@@ -154,7 +158,7 @@ def test_cleanrl_ppo_checkpoint_acts_as_cleanrl(tmp_path):
     assert [agent.act(o) for o in obs] == logits.argmax(1).tolist()
 
 
-def test_cleanrl_dqn_checkpoint_acts_as_cleanrl(tmp_path):
+def test_cleanrl_dqn_checkpoint_acts_as_cleanrl(tmp_path, observations):
     torch.manual_seed(1)
     theirs = CleanRLQNetwork(6)
     torch.save(theirs.state_dict(), tmp_path / "dqn_atari.cleanrl_model")
@@ -178,7 +182,7 @@ def test_cleanrl_file_that_is_not_a_checkpoint(tmp_path):
 
 
 # ----- the command line ------------------------------------------------------------------------------
-def test_evaluate_plays_the_agent_in_its_own_game(tmp_path):
+def test_evaluate_plays_the_agent_in_its_own_game(tmp_path, zoo_run):
     path = zoo_run(tmp_path)
     out = tmp_path / "eval.json"
     result = CliRunner().invoke(cli, ["evaluate", "--agent", str(path), "--episodes", "1",
@@ -190,7 +194,7 @@ def test_evaluate_plays_the_agent_in_its_own_game(tmp_path):
 
 
 @pytest.mark.parametrize("command", ["evaluate", "record", "faithfulness"])
-def test_a_game_that_does_not_fit_is_one_line_and_writes_nothing(tmp_path, command):
+def test_a_game_that_does_not_fit_is_one_line_and_writes_nothing(tmp_path, command, zoo_run):
     path = zoo_run(tmp_path)
     out = {"evaluate": ["--json", str(tmp_path / "out" / "e.json")],
            "record": ["--out", str(tmp_path / "out" / "r.mp4")],
@@ -202,8 +206,8 @@ def test_a_game_that_does_not_fit_is_one_line_and_writes_nothing(tmp_path, comma
         assert not (tmp_path / "out").exists()
 
 
-def test_a_zip_without_a_game_asks_for_env(tmp_path):
-    PPO("CnnPolicy", FakeAtari(6), n_steps=16).save(tmp_path / "agent.zip")
+def test_a_zip_without_a_game_asks_for_env(tmp_path, fake_atari):
+    PPO("CnnPolicy", fake_atari(6), n_steps=16).save(tmp_path / "agent.zip")
     result = CliRunner().invoke(cli, ["evaluate", "--agent", str(tmp_path / "agent.zip"),
                                       "--json", str(tmp_path / "e.json")])
     assert result.exit_code == 2 and "pass the environment" in result.output and "--env" in result.output
@@ -244,12 +248,12 @@ def test_train_another_game_sizes_rlnet_from_its_actions(tmp_path):
     assert again.exit_code == 2 and "plays ALE/Breakout-v5" in again.output
 
 
-def test_record_an_sb3_cnn_agent_with_its_empty_mlp(tmp_path):
+def test_record_an_sb3_cnn_agent_with_its_empty_mlp(tmp_path, fake_atari, observations):
     """SB3's CnnPolicy has an empty ``mlp_extractor``: the run directory stores the chain without it."""
     from rl_insens.record import record
     from rl_insens.runs import load_agent as load_run_agent
 
-    PPO("CnnPolicy", FakeAtari(4), n_steps=16, seed=0).save(tmp_path / "agent.zip")
+    PPO("CnnPolicy", fake_atari(4), n_steps=16, seed=0).save(tmp_path / "agent.zip")
     agent = load_agent(tmp_path / "agent.zip", env="BreakoutNoFrameskip-v4")
     result = record(agent, tmp_path / "r.mp4", max_steps=2, methods=["gradient"], progress=False)
     again = load_run_agent(result.run_dir)

@@ -5,12 +5,10 @@ import json
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 import rl_insens as ri
 import rl_insens.render
-from rl_insens.agents import Agent
 from rl_insens.cli import main as cli
 from rl_insens.envs import PONG
 from rl_insens.record import record
@@ -20,9 +18,8 @@ FAST_METHODS = ("insens", "gradient", "lrp_epsilon")
 
 
 @pytest.fixture(scope="module")
-def agent():
-    torch.manual_seed(0)
-    return Agent(ri.RLNet().eval(), [f"a{i}" for i in range(18)], "actor-critic", settings=PONG)
+def agent(pong_agent):
+    return pong_agent(0)
 
 
 def test_wrapper_keeps_the_trajectory(agent):
@@ -102,18 +99,14 @@ def test_interrupted_recording_leaves_a_playable_video(agent, tmp_path):
     assert not json.loads((result.run_dir / "run.json").read_text())["complete"]
 
 
-def test_cli_errors_exit_nonzero(tmp_path):
+def test_cli_errors_exit_nonzero(tmp_path, sb3_rlnet):
     runner = CliRunner()
     missing = runner.invoke(cli, ["record", "--agent", str(tmp_path / "none"),
                                   "--out", str(tmp_path / "x.mp4")])
     assert missing.exit_code != 0 and "no agent at" in missing.output
-    from stable_baselines3 import PPO
-    from test_agents import FakeAtari
-
     from rl_insens.agents import save_agent
 
-    policy = PPO("CnnPolicy", FakeAtari(18), n_steps=16, policy_kwargs=dict(
-        features_extractor_class=ri.agents.RLNetExtractor, net_arch=[])).policy
+    policy = sb3_rlnet(0).policy
     save_agent(policy, tmp_path / "nameless", {})
     nameless = runner.invoke(cli, ["record", "--agent", str(tmp_path / "nameless"),
                                    "--out", str(tmp_path / "x.mp4")])

@@ -9,29 +9,15 @@ import pytest
 from click.testing import CliRunner
 
 from rl_insens.cli import main as cli
-from rl_insens.envs import PONG
 from rl_insens.recordings import MANIFEST, record_episodes
 
 SETTINGS = dict(max_steps=4, methods=("gradient",), batch=2, progress=False)
 
 
 @pytest.fixture(scope="module")
-def agent_dir(tmp_path_factory):
-    from stable_baselines3 import PPO
-    from test_agents import FakeAtari
-
-    from rl_insens.agents import RLNetExtractor, save_agent
-
-    model = PPO("CnnPolicy", FakeAtari(18), n_steps=16, seed=0,
-                policy_kwargs=dict(features_extractor_class=RLNetExtractor, net_arch=[]))
-    folder = tmp_path_factory.mktemp("agent") / "tiny"
-    return str(save_agent(model.policy, folder, {"environment": PONG.as_dict()}))
-
-
-@pytest.fixture(scope="module")
-def serial(agent_dir, tmp_path_factory):
+def serial(rlnet_agent_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("serial") / "many"
-    record_episodes(agent_dir, folder, 2, seed=5, **SETTINGS)
+    record_episodes(rlnet_agent_dir, folder, 2, seed=5, **SETTINGS)
     return folder
 
 
@@ -77,35 +63,38 @@ def test_one_video_and_run_directory_per_episode(serial):
     assert json.loads((serial / MANIFEST).read_text())["conditions"]["max_steps"] == 4
 
 
-def test_worker_processes_give_the_same_files(agent_dir, serial, tmp_path):
-    record_episodes(agent_dir, tmp_path / "many", 2, seed=5, workers=2, **SETTINGS)
+@pytest.mark.slow
+def test_worker_processes_give_the_same_files(rlnet_agent_dir, serial, tmp_path):
+    record_episodes(rlnet_agent_dir, tmp_path / "many", 2, seed=5, workers=2, **SETTINGS)
     assert_same_recordings(serial, tmp_path / "many")
 
 
-def test_ray_gives_the_same_files(agent_dir, serial, tmp_path):
+@pytest.mark.slow
+def test_ray_gives_the_same_files(rlnet_agent_dir, serial, tmp_path):
     pytest.importorskip("ray")
-    record_episodes(agent_dir, tmp_path / "many", 2, seed=5, workers=2, backend="ray", **SETTINGS)
+    record_episodes(rlnet_agent_dir, tmp_path / "many", 2, seed=5, workers=2, backend="ray", **SETTINGS)
     assert_same_recordings(serial, tmp_path / "many")
 
 
-def test_resume_skips_finished_episodes(agent_dir, tmp_path):
+def test_resume_skips_finished_episodes(rlnet_agent_dir, tmp_path):
     folder = tmp_path / "many"
-    record_episodes(agent_dir, folder, 2, **SETTINGS)
+    record_episodes(rlnet_agent_dir, folder, 2, **SETTINGS)
     (folder / "episode_0001.mp4").unlink()  # as if stopped before its video was saved
     finished = (folder / "episode_0000.mp4").stat().st_mtime_ns
     with pytest.raises(FileExistsError, match="--resume"):
-        record_episodes(agent_dir, folder, 2, **SETTINGS)
+        record_episodes(rlnet_agent_dir, folder, 2, **SETTINGS)
     with pytest.raises(ValueError, match="other settings.*max_steps"):
-        record_episodes(agent_dir, folder, 2, resume=True, **{**SETTINGS, "max_steps": 5})
-    record_episodes(agent_dir, folder, 3, resume=True, **SETTINGS)
+        record_episodes(rlnet_agent_dir, folder, 2, resume=True, **{**SETTINGS, "max_steps": 5})
+    record_episodes(rlnet_agent_dir, folder, 3, resume=True, **SETTINGS)
     assert (folder / "episode_0000.mp4").stat().st_mtime_ns == finished  # not recorded again
     assert all((folder / f"episode_{e:04d}.mp4").exists() for e in (1, 2))
 
 
-def test_record_command_with_several_episodes(agent_dir, tmp_path):
+@pytest.mark.slow
+def test_record_command_with_several_episodes(rlnet_agent_dir, tmp_path):
     out = tmp_path / "pong.gif"
-    args = ["record", "--agent", agent_dir, "--episodes", "2", "--max-steps", "3", "--methods", "gradient",
-            "--workers", "2", "--out", str(out)]
+    args = ["record", "--agent", rlnet_agent_dir, "--episodes", "2", "--max-steps", "3",
+            "--methods", "gradient", "--workers", "2", "--out", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert len(iio.imread(tmp_path / "pong" / "episode_0001.gif")) == 3

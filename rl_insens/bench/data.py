@@ -1,6 +1,8 @@
 """Data set loaders: a local directory first, else a checksummed download into a cache.
 
-Checksums are of the *decompressed* files, so re-compressed copies are accepted too.
+Checksums are of the *decompressed* files, so re-compressed copies are accepted too. Every
+download goes through :func:`_download` (a partial file, kept only if its checksum fits) and
+every gzipped file is read by :func:`_contents`.
 """
 
 from __future__ import annotations
@@ -28,32 +30,13 @@ CACHE = Path(os.environ.get("RL_INSENS_CACHE", Path.home() / ".cache" / "rl-inse
 
 
 def _read_idx(path: Path, expected_sha256: str) -> np.ndarray:
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (EOFError, OSError, zlib.error) as error:
-        raise ValueError(f"{path} is not a readable gzip file ({error})") from None
+    raw = _contents(path)
     digest = hashlib.sha256(raw).hexdigest()
     if digest != expected_sha256:
         raise ValueError(f"{path} is corrupt or not MNIST: sha256 {digest}, expected {expected_sha256}")
     dims = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def _find_or_download(name: str, data_dir: Path | None) -> Path:
-    for folder in ([data_dir] if data_dir else []) + [CACHE / "mnist"]:
-        for candidate in (folder / f"{name}.gz", folder / name):
-            if candidate.exists():
-                return candidate
-    if data_dir is not None:
-        raise FileNotFoundError(f"no {name}[.gz] in {data_dir}")
-    target = CACHE / "mnist" / f"{name}.gz"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target) as partial:
-        urllib.request.urlretrieve(MNIST_URL + f"{name}.gz", partial)
-        if hashlib.sha256(gzip.decompress(partial.read_bytes())).hexdigest() != MNIST_FILES[name]:
-            raise ValueError(f"downloaded {name} does not match its checksum")
-    return target
 
 
 def load_mnist(data_dir: str | Path | None = None, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,10 +47,11 @@ def load_mnist(data_dir: str | Path | None = None, train: bool = True) -> tuple[
     """
     prefix = "train" if train else "t10k"
     data_dir = Path(data_dir) if data_dir is not None else None
-    images = _read_idx(_find_or_download(f"{prefix}-images-idx3-ubyte", data_dir),
-                       MNIST_FILES[f"{prefix}-images-idx3-ubyte"])
-    labels = _read_idx(_find_or_download(f"{prefix}-labels-idx1-ubyte", data_dir),
-                       MNIST_FILES[f"{prefix}-labels-idx1-ubyte"])
+    images, labels = (
+        _read_idx(_local_or_download(name, data_dir, "mnist", MNIST_URL, "sha256", MNIST_FILES[name]),
+                  MNIST_FILES[name])
+        for name in (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    )
     x = torch.from_numpy(images.copy()).float().div_(255).unsqueeze(1)
     return x, torch.from_numpy(labels.astype(np.int64))
 
@@ -99,22 +83,21 @@ def read_cifar_batch(raw: bytes, expected_md5: str, name: str) -> tuple[np.ndarr
 
 
 def _cifar_bytes(name: str, data_dir: Path | None) -> bytes:
+    """Batch ``name``, extracted in ``data_dir`` (or the cache) or read from the archive there;
+    without ``data_dir`` the archive is downloaded into the cache first if need be."""
     import tarfile
 
-    own = [data_dir, data_dir / "cifar-10-batches-py"] if data_dir else []
-    folders = own + [CACHE / "cifar-10-batches-py"]
-    for folder in folders:
+    root = data_dir if data_dir is not None else CACHE
+    for folder in (root, root / "cifar-10-batches-py"):
         if (folder / name).exists():
             return (folder / name).read_bytes()
-    archive_name = "cifar-10-python.tar.gz"
-    for archive in ([data_dir / archive_name] if data_dir else []) + [CACHE / archive_name]:
-        if archive.exists():
-            with tarfile.open(archive) as tar:
-                return tar.extractfile(f"cifar-10-batches-py/{name}").read()
-    if data_dir is not None:
-        raise FileNotFoundError(f"no CIFAR-10 batch {name} (nor cifar-10-python.tar.gz) in {data_dir}")
-    _download(CIFAR10_URL, CACHE / "cifar-10-python.tar.gz", "md5", CIFAR10_ARCHIVE_MD5)
-    return _cifar_bytes(name, None)
+    archive = root / "cifar-10-python.tar.gz"
+    if not archive.exists():
+        if data_dir is not None:
+            raise FileNotFoundError(f"no CIFAR-10 batch {name} (nor cifar-10-python.tar.gz) in {data_dir}")
+        _download(CIFAR10_URL, archive, "md5", CIFAR10_ARCHIVE_MD5)
+    with tarfile.open(archive) as tar:
+        return tar.extractfile(f"cifar-10-batches-py/{name}").read()
 
 
 def load_cifar10(
@@ -163,12 +146,8 @@ def load_smallnorb(
     arrays = {}
     for kind in ("dat", "cat"):
         name, md5 = SMALLNORB_FILES[train, kind]
-        path = _find_file(name, data_dir, "smallnorb")
-        if path is None:
-            path = CACHE / "smallnorb" / f"{name}.gz"
-            _download(SMALLNORB_URL + f"{name}.gz", path, "md5", md5, decompressed=True)
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        arrays[kind] = read_norb_matrix(raw, md5, name)
+        path = _local_or_download(name, data_dir, "smallnorb", SMALLNORB_URL, "md5", md5)
+        arrays[kind] = read_norb_matrix(_contents(path), md5, name)
     images = torch.from_numpy(arrays["dat"][:, 0].copy()).float().div_(255).unsqueeze(1)
     return images, torch.from_numpy(arrays["cat"].astype(np.int64))
 
@@ -182,24 +161,37 @@ SMALLNORB_ENCODINGS = {
 """The paper's four smallNORB encodings (section 4.1)."""
 
 
-def _find_file(name: str, data_dir: Path | None, cache_folder: str) -> Path | None:
-    if data_dir is not None:
-        for candidate in (data_dir / f"{name}.gz", data_dir / name):
-            if candidate.exists():
-                return candidate
-        raise FileNotFoundError(f"no {name}[.gz] in {data_dir}")
-    for candidate in (CACHE / cache_folder / f"{name}.gz", CACHE / cache_folder / name):
+def _local_or_download(name: str, data_dir: Path | None, cache_folder: str, url: str, algorithm: str,
+                       expected: str) -> Path:
+    """``name`` (gzipped or not) from ``data_dir`` when given, else from the cache, else downloaded
+    into the cache from ``url + name + ".gz"`` and checked there against ``expected``."""
+    folder = data_dir if data_dir is not None else CACHE / cache_folder
+    for candidate in (folder / f"{name}.gz", folder / name):
         if candidate.exists():
             return candidate
-    return None
+    if data_dir is not None:
+        raise FileNotFoundError(f"no {name}[.gz] in {data_dir}")
+    target = CACHE / cache_folder / f"{name}.gz"
+    _download(f"{url}{name}.gz", target, algorithm, expected, decompressed=True)
+    return target
 
 
 def _download(url: str, target: Path, algorithm: str, expected: str, decompressed: bool = False) -> None:
-    """Fetch ``url`` to ``target`` through a partial file, keeping it only if its checksum fits."""
+    """Fetch ``url`` to ``target`` through a partial file, keeping it only if its checksum fits
+    (of its gzip content when ``decompressed``)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as partial:
         urllib.request.urlretrieve(url, partial)
-        content = partial.read_bytes()
-        content = gzip.decompress(content) if decompressed else content
+        content = _contents(partial) if decompressed else partial.read_bytes()
         if hashlib.new(algorithm, content).hexdigest() != expected:
             raise ValueError(f"the download of {url} does not match its checksum")
+
+
+def _contents(path: Path) -> bytes:
+    """The file's bytes, decompressed when its name ends in ``.gz``."""
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (EOFError, OSError, zlib.error) as error:
+        raise ValueError(f"{path} is not a readable gzip file ({error})") from None

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..attribution import METHODS, attribute
 from ..engine import neuron_state
 from ..files import atomic_path, check_writable_dir, write_json, write_text
+from ..intervals import confidence_interval
 from ..nets import TwoConv
 from .noise import VARIANTS, noisy_variants
 
@@ -172,13 +173,9 @@ def mnist_benchmark(data_dir: str | Path | None, results: str | Path, seeds=(0, 
 
 def _mean_sd(values: list[float]) -> dict:
     """Mean, standard deviation and the half-width of the mean's 95% t interval over seeds."""
-    from scipy.stats import t
-
-    n = len(values)
-    sd = statistics.stdev(values) if n > 1 else 0.0
-    return {"mean": statistics.fmean(values), "sd": sd,
-            "ci95": float(t.ppf(0.975, n - 1) * sd / n ** 0.5) if n > 1 else float("nan"),
-            "values": values}
+    low, high = confidence_interval(values)
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "ci95": (high - low) / 2 if len(values) > 1 else float("nan"), "values": values}
 
 
 def mnist_markdown(report: dict) -> str:

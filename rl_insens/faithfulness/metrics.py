@@ -16,10 +16,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy import ndimage, stats
 from torch import nn
+
+from ..intervals import confidence_interval
 
 FRACTION = 0.5
 """Default share of inputs that get noise."""
@@ -30,25 +34,14 @@ BLUR_SIGMA = 5.0
 """Pixels: the blurred substrate keeps coarse shapes and loses the objects' edges."""
 
 
-def _ranks(values: torch.Tensor) -> torch.Tensor:
-    """Rank of each element of each row (0 = smallest)."""
-    return values.argsort(1).argsort(1).float()
-
-
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each row pair (ties broken by position)."""
-    ra, rb = _ranks(a.flatten(1)), _ranks(b.flatten(1))
-    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
-    return (ra * rb).sum(1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-12)
+    """Spearman rank correlation of each row pair, each row flattened (ties take their mean rank).
 
-
-def confidence_interval(values) -> tuple[float, float]:
-    """95% interval for the mean of ``values`` (Student's t)."""
-    values = np.asarray(values, float)
-    if len(values) < 2:
-        return (float(values.mean()),) * 2 if len(values) else (float("nan"),) * 2
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
-    return (float(low), float(high)) if np.isfinite(low) else (float(values.mean()),) * 2
+    A row with no spread has no ranking to correlate: its correlation is ``nan``."""
+    a, b = (t.detach().flatten(1).double().cpu().numpy() for t in (a, b))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return torch.tensor([stats.spearmanr(x, y).statistic for x, y in zip(a, b, strict=True)])
 
 
 def summary(values) -> dict:

@@ -12,7 +12,7 @@ import json
 import multiprocessing
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -24,43 +24,66 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from tqdm import tqdm
 
 from ..agents import RLNetExtractor
-from ..envs import PONG, AtariSettings, make_env
+from ..envs import PONG, AtariSettings, check_env_id, make_env
 from ..files import atomic_path, write_json
 
 STICKY_PROBABILITY = 0.25
 """Repeat probability of sticky actions, the ALE v5 default, for robustness training and checks."""
 
 
+def option(help: str, *, resumed: bool = True, flag: str | None = None) -> dict:
+    """Metadata making a :class:`TrainConfig` field an option of ``rl-insens train``.
+
+    Args:
+        help: the option's help line.
+        resumed: False for a setting of one invocation (where to write, when to stop, how to
+            step the environments), which a resumed run does not take from its config.json.
+        flag: for a boolean field, the name of the flag that sets the opposite of its default
+            (``--dummy-envs`` for ``subprocess_envs``); other fields get ``--field-name``.
+
+    Returns:
+        The ``metadata`` to give :func:`dataclasses.field`.
+    """
+    return {"help": help, "resumed": resumed, "flag": flag}
+
+
 @dataclass
 class TrainConfig:
     """PPO with the rl-zoo Atari hyper-parameters and RLNET as the network.
 
-    The defaults are the bundled agent's run."""
+    The defaults are the bundled agent's run. Fields with :func:`option` metadata are the
+    ``rl-insens train`` options (generated from them); :meth:`for_run` merges those given with
+    a resumed run's own settings."""
 
-    out_dir: str = "agents/pong_rlnet/train"
-    """Holds resume.zip (model + optimiser), episodes.csv and the learning curve."""
-    total_steps: int = 10_000_000
+    out_dir: str = field(default="agents/pong_rlnet/train", metadata=option(
+        "Holds resume.zip (model + optimiser), config.json, episodes.csv and the learning curve.",
+        resumed=False))
+    total_steps: int = field(default=10_000_000, metadata=option(
+        "Length of the learning-rate and clip-range schedules."))
     """Length of the learning-rate and clip-range schedules, in agent steps (rl-zoo's 10M).
     Shorter schedules shrink the clip range too early: a 4M one left the return flat near 0
     from 1.7M steps on. Training can stop as soon as the agent meets its target."""
-    stop_at: int | None = None
-    """Stop (after checkpointing) once this many steps are done; resume later."""
-    seed: int = 0
-    n_envs: int = 8
-    n_steps: int = 128
+    stop_at: int | None = field(default=None, metadata=option(
+        "Checkpoint and stop after this many steps (resume later).", resumed=False))
+    seed: int = field(default=0, metadata=option("Seeds the network and the environments."))
+    n_envs: int = field(default=8, metadata=option("Parallel environments."))
+    n_steps: int = field(default=128, metadata=option("Steps per environment per rollout."))
     n_epochs: int = 4
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata=option("PPO minibatch size."))
     learning_rate: float = 2.5e-4
     """Initial value; decays linearly to 0 over ``total_steps``."""
     clip_range: float = 0.1
     """Initial value; decays linearly to 0 over ``total_steps``."""
-    sticky_envs: int = 0
+    sticky_envs: int = field(default=0, metadata=option(
+        f"Environments with sticky actions (p {STICKY_PROBABILITY})."))
     """How many of the ``n_envs`` repeat the previous action with ``STICKY_PROBABILITY`` (sticky
     actions), so that the policy cannot rely on exact timing; the others use ``env_settings``."""
     ent_coef: float = 0.01
     vf_coef: float = 0.5
-    checkpoint_every: int = 100_000
-    subprocess_envs: bool = True
+    checkpoint_every: int = field(default=100_000, metadata=option("Agent steps between checkpoints."))
+    subprocess_envs: bool = field(default=True, metadata=option(
+        "Step environments in this process.", resumed=False, flag="--dummy-envs"))
+    """Step the environments in worker processes (SB3's SubprocVecEnv)."""
     env_settings: dict = field(default_factory=PONG.as_dict)
     """The game and its preprocessing (:class:`~rl_insens.envs.AtariSettings` fields)."""
 
@@ -72,6 +95,40 @@ class TrainConfig:
     @property
     def resume_path(self) -> Path:
         return Path(self.out_dir) / "resume.zip"
+
+    @classmethod
+    def for_run(cls, out_dir: str | Path, resume: bool = False, env_id: str | None = None,
+                **given) -> TrainConfig:
+        """The settings of the run in ``out_dir``, from three sources in order.
+
+        Args:
+            out_dir: the run's folder.
+            resume: take the run's own settings (its ``config.json``, if there is one) for
+                every field not given, except those of one invocation (``resumed=False``).
+            env_id: a new run plays this game with its minimal action set; a resumed run
+                must already play it.
+            given: field values; ``None`` means not given.
+
+        Returns:
+            ``given``, else the resumed run's, else the defaults.
+
+        Raises:
+            ValueError: an unknown game, or not the game the resumed run plays.
+        """
+        saved_path = Path(out_dir) / "config.json"
+        saved = json.loads(saved_path.read_text()) if resume and saved_path.exists() else {}
+        values = {f.name: saved[f.name] for f in fields(cls)
+                  if f.name in saved and f.metadata.get("resumed", True)}
+        values.update({name: value for name, value in given.items() if value is not None})
+        if env_id is not None:
+            check_env_id(env_id)
+            played = saved.get("env_settings", {}).get("env_id", env_id)
+            if played != env_id:
+                raise ValueError(f"--env {env_id}: the run in {out_dir} plays {played}")
+            if not saved:
+                new = AtariSettings(env_id, preprocessing="gymnasium", repeat_action_probability=0.0)
+                values["env_settings"] = new.as_dict()
+        return cls(**{**values, "out_dir": str(out_dir)})
 
 
 def linear(initial: float):
