@@ -5,7 +5,6 @@ import shutil
 import threading
 import urllib.request
 
-import numpy as np
 import pytest
 import torch
 
@@ -59,10 +58,46 @@ def test_run_data(run_dir):
     neuron = run.neuron(2, "conv3", 5)
     assert len(neuron["images"]) == 4 and neuron["active"] == (neuron["activity"] > 0)
     block = run.analysis_block(0)
-    x = torch.cat([run.observation(t) for t in range(6)])
-    margins, _ = ri.engine.stability_margin(run.agent.network, x)
-    assert np.allclose(block["margin"], margins.numpy(), rtol=1e-5)
     assert block["switched"][0] == 0 and len(block["switched"]) == 6
+    states = [ri.neuron_state(run.agent.network, run.observation(t)) for t in range(6)]
+    for t in range(1, 6):  # neurons whose state differs from the previous frame's, counted directly
+        layers = states[t].layers
+        assert block["switched"][t] == sum(int((layers[k].active != states[t - 1].layers[k].active).sum())
+                                           for k in layers)
+
+
+def test_margins_are_distances_to_a_switch_with_none_nearer(run_dir):
+    """The viewer's stability margin at a frame, checked by moving the input: towards the nearest
+    neuron's hyperplane, 1% short of the margin no hidden neuron has switched, 1% past it that
+    neuron has; the activities come from the model's own forward pass."""
+    run = RunData(run_dir)
+    block = run.analysis_block(0)
+    model = run.agent.network
+    modules = dict(model.named_modules())
+
+    def activities(x):
+        seen = {}
+        hooks = [modules[name].register_forward_hook(lambda m, i, out, name=name: seen.update({name: out}))
+                 for name in run.layers]
+        try:
+            model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {name: out.flatten() for name, out in seen.items()}
+
+    for t in (1, 4):
+        x = run.observation(t)
+        _, nearest = ri.engine.stability_margin(model, x)
+        layer, index = nearest[0]
+        p = ri.switched_projection(model, x[0], layer, [index])
+        w, v = p.weight[0].double(), float(p.activity[0])
+        step = (-v * w / w.square().sum()).float()  # from x to that neuron's hyperplane
+        assert float(step.norm()) == pytest.approx(block["margin"][t], rel=1e-3)  # float32, v small
+        here, short, past = activities(x), activities(x + 0.99 * step), activities(x + 1.01 * step)
+        for name in run.layers:
+            assert torch.equal(short[name] > 0, here[name] > 0), f"{name} switched before the margin"
+        assert (past[layer][index] > 0) != (v > 0)
 
 
 def test_api_and_bad_requests(server):
@@ -90,6 +125,7 @@ def test_missing_and_malformed_runs_get_an_error_page(tmp_path):
             server.server_close()
 
 
+@pytest.mark.browser
 def test_page_in_a_real_browser(server, tmp_path):
     if CHROMIUM is None:
         pytest.skip("no Chromium here: install Debian's chromium package to run the browser test")
@@ -128,6 +164,7 @@ def long_run(tmp_path_factory):
                   progress=False).run_dir
 
 
+@pytest.mark.slow
 def test_interventions_match_the_inspector_at_the_same_frame(long_run):
     """The viewer plays the run again from its seed and actions and forks the emulator there:
     the same state as the inspector's own play, so the same change in the policy's outputs."""
@@ -147,6 +184,7 @@ def test_interventions_match_the_inspector_at_the_same_frame(long_run):
     assert run.interventions(66)["moves"] == result["moves"]
 
 
+@pytest.mark.slow
 def test_a_run_that_cannot_be_played_again_gets_no_interventions(long_run):
     from rl_insens.viewer.replay import Replay
 
