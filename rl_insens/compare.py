@@ -139,7 +139,7 @@ class _RowsDrawer:
         self.scales = {m: render.SmoothScale() for m in methods}  # one per column, shared by the rows
 
     def __call__(self, screen: np.ndarray, episode: int, t: int, inspections: list) -> np.ndarray:
-        backdrop = render.dim(screen)
+        backdrop = render.grey(screen)
         values = {m: [render.to_screen(i.maps[m][-1], screen.shape) for i in inspections]
                   for m in self.methods}
         scales = {m: self.scales[m].update(np.stack(v)) for m, v in values.items()}

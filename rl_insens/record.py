@@ -88,7 +88,7 @@ class _Drawer:
         self.zoom = SINGLE_ZOOM if layout == "methods" and len(methods) == 1 else render.PANEL_ZOOM
 
     def __call__(self, screen, observation, inspection: StepInspection, step: dict) -> np.ndarray:
-        backdrop = render.dim(screen)
+        backdrop = render.grey(screen)
         if self.layout == "methods":
             title = f"{self.game}  episode {step['episode']}  step {step['t']}"
             panels = [render.panel(screen, None, None, title, self.zoom)]
@@ -103,7 +103,7 @@ class _Drawer:
             panels = [render.panel(screen, None, None, f"step {step['t']}")]
             for k in range(len(observation)):
                 gray = render.to_screen(observation[k], screen.shape)
-                frame = render.dim(np.repeat(gray[..., None], 3, -1))
+                frame = render.grey(np.repeat(gray[..., None], 3, -1))
                 panels.append(render.panel(frame, render.to_screen(maps[k], screen.shape), scale,
                                            f"frame t-{len(observation) - 1 - k}: {self.stack_method}"))
         action = inspection.action

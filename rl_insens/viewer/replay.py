@@ -95,7 +95,7 @@ def interventions(replay: Replay, t: int, agent, pixels=(-10, -5, 5, 10)) -> dic
         move = outcome.moves[0]
         screen = outcome.edited_screen
         values_on_screen = render.to_screen(maps[k], screen.shape)
-        picture = render.zoom(render.overlay(render.dim(screen), values_on_screen,
+        picture = render.zoom(render.overlay(render.grey(screen), values_on_screen,
                                              render.robust_scale(values_on_screen)))
         results.append({
             "object": move.object, "axis": move.axis, "pixels": move.pixels, "moved": outcome.moved,

@@ -104,7 +104,7 @@ class RunData:
         if f"map_{name}" not in chunk:
             raise KeyError(f"no method {name!r} in this run")
         values = render.to_screen(chunk[f"map_{name}"][i][-1].astype(np.float32), screen.shape)
-        return png(render.zoom(render.overlay(render.dim(screen), values, render.robust_scale(values))))
+        return png(render.zoom(render.overlay(render.grey(screen), values, render.robust_scale(values))))
 
     def recorded_observation(self, t: int) -> np.ndarray:
         chunk, i = self.frame_data(t)
