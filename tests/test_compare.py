@@ -93,7 +93,7 @@ def test_compare_command(tmp_path, sb3_rlnet):
 @pytest.mark.slow
 def test_each_row_is_a_run_directory_the_viewer_opens(tmp_path, pong_agent):
     from rl_insens.clipstats import clip_statistics
-    from rl_insens.viewer.server import RunData
+    from rl_insens.viewer import RunData
 
     a = pong_agent(0, card={"steps_trained": 1000})
     compare([a, louder(a)], tmp_path / "c.mp4", steps=3, methods=("insens", "gradient"),
