@@ -131,35 +131,6 @@ def check_same_observations(agents: list[Agent], names: list[str], states: State
                              "compare agents of one preprocessing")
 
 
-class _RowsDrawer:
-    """One frame: per agent a caption strip over the screen and one panel per method."""
-
-    def __init__(self, names: list[str], agents: list[Agent], methods: tuple[str, ...]) -> None:
-        self.names, self.agents, self.methods = names, agents, methods
-        self.scales = {m: render.SmoothScale() for m in methods}  # one per column, shared by the rows
-
-    def __call__(self, screen: np.ndarray, episode: int, t: int, inspections: list) -> np.ndarray:
-        backdrop = render.grey(screen)
-        values = {m: [render.to_screen(i.maps[m][-1], screen.shape) for i in inspections]
-                  for m in self.methods}
-        scales = {m: self.scales[m].update(np.stack(v)) for m, v in values.items()}
-        rows = []
-        rows_of = zip(self.names, self.agents, inspections, strict=True)
-        for row, (name, agent, inspection) in enumerate(rows_of):
-            panels = [render.panel(screen, None, None, f"episode {episode}  step {t}")]
-            panels += [render.panel(backdrop, values[m][row], scales[m], m) for m in self.methods]
-            body = np.concatenate(panels, axis=1)
-            steps = (agent.card or {}).get("steps_trained")
-            trained = f"{steps:,} steps" if isinstance(steps, int) else "training steps unknown"
-            action = inspection.action
-            value = "" if inspection.value is None else f"   value {inspection.value:+.2f}"
-            chosen = f"action {agent.action_meanings[action]} (p={inspection.action_probs[action]:.2f})"
-            active = f"active neurons {inspection.active_fraction:.1%}"
-            lines = [f"{name}   ({trained})", f"{chosen}{value}   {active}"]
-            rows.append(np.concatenate([render.caption(body.shape[1], lines), body]))
-        return np.concatenate(rows)
-
-
 def compare(
     agents: list[Agent | str | Path],
     out: str | Path,
@@ -205,7 +176,7 @@ def compare(
     check_same_observations(agents, names, states)
     for agent in agents:
         agent.to(torch_device)
-    draw = _RowsDrawer(names, agents, methods)
+    draw = render.RowsDrawer(names, agents, methods)
     sample = FrameSample(CONTACT_FRAMES, width=SHEET_WIDTH)
     n = len(states.observations)
     shutil.rmtree(folder, ignore_errors=True)

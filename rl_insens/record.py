@@ -30,8 +30,6 @@ CONTACT_FRAMES = 6
 LONG_CONTACT_FRAMES = 12
 """Frames on the contact sheet of a recording longer than ``LONG_RECORDING`` frames (two columns)."""
 LONG_RECORDING = 600
-SINGLE_ZOOM = 3
-"""Zoom of the game and the map when only one method is recorded: two panels, each large."""
 
 
 @dataclass
@@ -76,45 +74,6 @@ class StopOnInterrupt:
 
 class _NothingRecorded(Exception):
     """Stopped before the first chunk was done."""
-
-
-class _Drawer:
-    """Turns one step (screen, observation, inspection) into a video frame."""
-
-    def __init__(self, methods: tuple[str, ...], layout: str, meanings: list[str], game: str) -> None:
-        self.methods, self.layout, self.meanings, self.game = methods, layout, meanings, game
-        self.scales = {m: render.SmoothScale() for m in methods}
-        self.stack_method = "insens" if "insens" in methods else methods[0]
-        self.zoom = SINGLE_ZOOM if layout == "methods" and len(methods) == 1 else render.PANEL_ZOOM
-
-    def __call__(self, screen, observation, inspection: StepInspection, step: dict) -> np.ndarray:
-        backdrop = render.grey(screen)
-        if self.layout == "methods":
-            title = f"{self.game}  episode {step['episode']}  step {step['t']}"
-            panels = [render.panel(screen, None, None, title, self.zoom)]
-            for method in self.methods:
-                newest = inspection.maps[method][-1]  # the newest frame of the stack
-                values = render.to_screen(newest, screen.shape)
-                scale = self.scales[method].update(values)
-                panels.append(render.panel(backdrop, values, scale, method, self.zoom))
-        else:
-            maps = inspection.maps[self.stack_method]
-            scale = self.scales[self.stack_method].update(maps)
-            panels = [render.panel(screen, None, None, f"step {step['t']}")]
-            for k in range(len(observation)):
-                gray = render.to_screen(observation[k], screen.shape)
-                frame = render.grey(np.repeat(gray[..., None], 3, -1))
-                panels.append(render.panel(frame, render.to_screen(maps[k], screen.shape), scale,
-                                           f"frame t-{len(observation) - 1 - k}: {self.stack_method}"))
-        action = inspection.action
-        value = "n/a" if inspection.value is None else f"{inspection.value:+.2f}"
-        probability = inspection.action_probs[action]
-        what = f"step {step['t']}   action {self.meanings[action]} (p={probability:.2f})   "
-        state = (f"value {value}   score {step['score']:+.0f}   "
-                 f"active neurons {inspection.active_fraction:.1%}")
-        timing = "ms/frame: " + "  ".join(f"{m} {1e3 * s:.0f}" for m, s in inspection.seconds.items())
-        narrow = len(panels) == 2  # two panels are too narrow for the whole first line
-        return render.side_by_side(panels, [what, state, timing] if narrow else [what + state, timing])
 
 
 def check_outputs(out: str | Path, run_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -190,7 +149,7 @@ def record(
         try:
             with atomic_path(out) as partial:  # removed again if nothing was recorded
                 writer = VideoWriter(partial, fps, crf, scale)
-                draw = _Drawer(methods, layout, agent.action_meanings, agent.game.game)
+                draw = render.FrameDrawer(methods, layout, agent.action_meanings, agent.game.game)
                 recorder = _Recorder(agent, methods, every, draw, writer, run, stop)
                 try:
                     with tqdm(total=episodes * max_steps if max_steps else None, unit="step",
@@ -215,7 +174,7 @@ def record(
 class _Recorder:
     """Plays episodes and appends each finished chunk to the video and the run directory."""
 
-    def __init__(self, agent: Agent, methods, every: int, draw: _Drawer, writer: VideoWriter,
+    def __init__(self, agent: Agent, methods, every: int, draw: render.FrameDrawer, writer: VideoWriter,
                  run: runs.RunWriter, stop: StopOnInterrupt) -> None:
         self.agent, self.methods, self.every, self.draw = agent, methods, every, draw
         self.writer, self.run, self.stop = writer, run, stop

@@ -1,4 +1,5 @@
-"""Pictures from arrays: heatmap colours, panels, legends and captions. Arrays in, arrays out.
+"""Pictures from arrays: heatmap colours, panels, legends, captions, and whole video frames
+(:class:`FrameDrawer` for a recording, :class:`RowsDrawer` for a comparison). Arrays in, arrays out.
 
 The colours are the paper's: red for positive values, blue for negative, and the game screen
 showing through where a map is zero. Each map is scaled symmetrically by a robust magnitude
@@ -19,6 +20,8 @@ SCALE_PERCENTILE = 99.5
 SMOOTHING = 0.8
 """Weight of the previous scale in the moving scale (0: none)."""
 PANEL_ZOOM = 2
+SINGLE_ZOOM = 3
+"""Zoom of the panels when one method is drawn: the map full size beside the game."""
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 CAPTION_LINE = 20
 """Pixels per line of a caption strip (at least two lines)."""
@@ -144,3 +147,71 @@ def contact_sheet(frames: list[np.ndarray], columns: int = 1, width: int = 900) 
         small.append(np.full_like(small[0], 255))
     rows = [np.concatenate(small[i:i + columns], axis=1) for i in range(0, len(small), columns)]
     return np.concatenate(rows)
+
+
+class FrameDrawer:
+    """Turns one step (screen, observation, inspection) into a video frame."""
+
+    def __init__(self, methods: tuple[str, ...], layout: str, meanings: list[str], game: str) -> None:
+        self.methods, self.layout, self.meanings, self.game = methods, layout, meanings, game
+        self.scales = {m: SmoothScale() for m in methods}
+        self.stack_method = "insens" if "insens" in methods else methods[0]
+        self.zoom = SINGLE_ZOOM if layout == "methods" and len(methods) == 1 else PANEL_ZOOM
+
+    def __call__(self, screen, observation, inspection, step: dict) -> np.ndarray:
+        backdrop = grey(screen)
+        if self.layout == "methods":
+            title = f"{self.game}  episode {step['episode']}  step {step['t']}"
+            panels = [panel(screen, None, None, title, self.zoom)]
+            for method in self.methods:
+                newest = inspection.maps[method][-1]  # the newest frame of the stack
+                values = to_screen(newest, screen.shape)
+                scale = self.scales[method].update(values)
+                panels.append(panel(backdrop, values, scale, method, self.zoom))
+        else:
+            maps = inspection.maps[self.stack_method]
+            scale = self.scales[self.stack_method].update(maps)
+            panels = [panel(screen, None, None, f"step {step['t']}")]
+            for k in range(len(observation)):
+                gray = to_screen(observation[k], screen.shape)
+                frame = grey(np.repeat(gray[..., None], 3, -1))
+                panels.append(panel(frame, to_screen(maps[k], screen.shape), scale,
+                                           f"frame t-{len(observation) - 1 - k}: {self.stack_method}"))
+        action = inspection.action
+        value = "n/a" if inspection.value is None else f"{inspection.value:+.2f}"
+        probability = inspection.action_probs[action]
+        what = f"step {step['t']}   action {self.meanings[action]} (p={probability:.2f})   "
+        state = (f"value {value}   score {step['score']:+.0f}   "
+                 f"active neurons {inspection.active_fraction:.1%}")
+        timing = "ms/frame: " + "  ".join(f"{m} {1e3 * s:.0f}" for m, s in inspection.seconds.items())
+        narrow = len(panels) == 2  # two panels are too narrow for the whole first line
+        return side_by_side(panels, [what, state, timing] if narrow else [what + state, timing])
+
+
+class RowsDrawer:
+    """One frame: per agent a caption strip over the screen and one panel per method."""
+
+    def __init__(self, names: list[str], agents: list, methods: tuple[str, ...]) -> None:
+        self.names, self.agents, self.methods = names, agents, methods
+        self.scales = {m: SmoothScale() for m in methods}  # one per column, shared by the rows
+
+    def __call__(self, screen: np.ndarray, episode: int, t: int, inspections: list) -> np.ndarray:
+        backdrop = grey(screen)
+        values = {m: [to_screen(i.maps[m][-1], screen.shape) for i in inspections]
+                  for m in self.methods}
+        scales = {m: self.scales[m].update(np.stack(v)) for m, v in values.items()}
+        rows = []
+        rows_of = zip(self.names, self.agents, inspections, strict=True)
+        for row, (name, agent, inspection) in enumerate(rows_of):
+            panels = [panel(screen, None, None, f"episode {episode}  step {t}")]
+            panels += [panel(backdrop, values[m][row], scales[m], m) for m in self.methods]
+            body = np.concatenate(panels, axis=1)
+            steps = (agent.card or {}).get("steps_trained")
+            trained = f"{steps:,} steps" if isinstance(steps, int) else "training steps unknown"
+            action = inspection.action
+            value = "" if inspection.value is None else f"   value {inspection.value:+.2f}"
+            chosen = f"action {agent.action_meanings[action]} (p={inspection.action_probs[action]:.2f})"
+            active = f"active neurons {inspection.active_fraction:.1%}"
+            lines = [f"{name}   ({trained})", f"{chosen}{value}   {active}"]
+            rows.append(np.concatenate([caption(body.shape[1], lines), body]))
+        return np.concatenate(rows)

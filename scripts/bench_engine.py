@@ -145,9 +145,9 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
     import rl_insens.record as record_module
 
     clock = StageClock()
-    writer = record_module.VideoWriter
-    saved = (record_module.inspect_frames, record_module._Drawer.__call__, record_module.runs.write_npz,
-             writer.append, writer.close)
+    writer, drawer = record_module.VideoWriter, record_module.render.FrameDrawer
+    saved = (record_module.inspect_frames, drawer.__call__, record_module.runs.write_npz, writer.append,
+             writer.close)
 
     def inspect(*args, **kwargs):
         began = time.perf_counter()
@@ -159,7 +159,7 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
         return results
 
     record_module.inspect_frames = inspect
-    record_module._Drawer.__call__ = clock.timed("drawing", saved[1])
+    drawer.__call__ = clock.timed("drawing", saved[1])
     record_module.runs.write_npz = clock.timed("saving", saved[2])
     writer.append, writer.close = clock.timed("encoding", saved[3]), clock.timed("encoding", saved[4])
     try:
@@ -169,8 +169,8 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
                                         device=device, progress=False)
             wall = time.perf_counter() - began
     finally:
-        (record_module.inspect_frames, record_module._Drawer.__call__, record_module.runs.write_npz,
-         writer.append, writer.close) = saved
+        (record_module.inspect_frames, drawer.__call__, record_module.runs.write_npz, writer.append,
+         writer.close) = saved
     stages = {"environment_and_policy": wall - sum(clock.seconds.values()), **clock.seconds}
     return {"methods": list(methods), "steps": done.steps, "seconds": wall, "steps_per_s": done.steps / wall,
             "stages_ms_per_step": {k: 1e3 * v / done.steps for k, v in stages.items()}}

@@ -126,7 +126,7 @@ def test_cli_errors_exit_nonzero(tmp_path, sb3_rlnet):
 
 # ----- video controls ------------------------------------------------------------------------------
 def test_one_method_draws_the_map_full_size_beside_the_game(agent, tmp_path):
-    from rl_insens.record import SINGLE_ZOOM
+    from rl_insens.render import SINGLE_ZOOM
 
     result = record(agent, tmp_path / "one.mp4", max_steps=2, methods=("gradient",), progress=False)
     frame = next(iter(iio.imiter(result.video)))
@@ -134,7 +134,7 @@ def test_one_method_draws_the_map_full_size_beside_the_game(agent, tmp_path):
 
 
 def test_gif_output_and_scale(agent, tmp_path):
-    from rl_insens.record import SINGLE_ZOOM
+    from rl_insens.render import SINGLE_ZOOM
 
     result = record(agent, tmp_path / "clip.gif", max_steps=3, methods=("gradient",), scale=0.5,
                     progress=False)
