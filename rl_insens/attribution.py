@@ -92,13 +92,20 @@ def attribute(
     method: str,
     target: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Attribution map of ``method`` for a batch ``x``; same shape as ``x``.
+    """Attribution map of ``method`` for a batch ``x``.
 
-    ``target`` (an output index, or one per sample) defaults to each sample's arg-max output;
-    Insens needs none. Methods: ``insens``, ``gradient``, ``integrated_gradients``,
-    ``lrp_epsilon``, ``lrp_alpha1beta0``, ``deep_taylor``. ``model`` may be an engine session
-    (:class:`~rl_insens.engine.SwitchedModel`): its forward pass at ``x`` then gives the
-    default target and Insens, shared with whatever else asked it about ``x``.
+    Args:
+        model: a chain the engine accepts, or an engine session
+            (:class:`~rl_insens.engine.SwitchedModel`), whose forward pass at ``x`` then gives the
+            default target and Insens, shared with whatever else asked it about ``x``.
+        x: a batch ``[B, *input shape]``.
+        method: ``insens``, ``gradient``, ``integrated_gradients`` (Captum, 50 steps from a zero
+            baseline), ``lrp_epsilon``, ``lrp_alpha1beta0`` or ``deep_taylor`` (Zennit).
+        target: the output explained, an index or one per sample; each sample's arg-max output
+            when None. Insens explains no particular output and ignores it.
+
+    Returns:
+        The maps, ``x``'s shape.
 
     >>> maps = attribute(RLNet().eval(), frames, "lrp_epsilon")
     >>> session = SwitchedModel(agent.network); view = session(x)

@@ -157,11 +157,17 @@ def settings_for_outputs(settings: AtariSettings, n_outputs: int, source: str = 
 
 
 def make_env(env_id: str | AtariSettings, render_mode: str | None = None, **settings) -> gym.Env:
-    """Any ALE game as an agent sees it: ``uint8`` observations ``(frame_stack, 84, 84)``.
+    """Any ALE game as an agent sees it.
 
-    ``env_id`` is an id or a whole :class:`AtariSettings`; keyword arguments override its
-    fields (``preprocessing="cleanrl"``, ``repeat_action_probability=0.25``, ...).
-    ``render_mode="rgb_array"`` gives the colour game screen through ``env.render()``.
+    Args:
+        env_id: a Gymnasium ALE id, or whole :class:`AtariSettings`.
+        render_mode: ``"rgb_array"`` gives the colour game screen through ``env.render()``.
+        **settings: fields of :class:`AtariSettings` to override (``preprocessing="cleanrl"``,
+            ``repeat_action_probability=0.25``, ...).
+
+    Returns:
+        A Gymnasium environment with ``uint8`` observations ``(frame_stack, 84, 84)``,
+        preprocessed by the trainer's own wrappers that ``preprocessing`` names.
     """
     cfg = env_id if isinstance(env_id, AtariSettings) else AtariSettings(env_id)
     cfg = replace(cfg, **settings) if settings else cfg

@@ -113,15 +113,33 @@ def record(
     scale: float = 1.0,
     first_episode: int = 0,
 ) -> Recording:
-    """Record ``episodes`` greedy episodes (each capped at ``max_steps``; episode ``i`` resets
-    with seed ``seed + i``) to ``out``, an MP4 (x264 at ``crf``) or a GIF, its frames resized by
-    ``scale``.
+    """Record greedy episodes of ``agent`` to an annotated video and a run directory.
 
-    Beside it: ``out`` with ``.png`` (a contact sheet spread over the whole recording) and a
-    run directory (``out`` without suffix, ``.run``, replacing an earlier run there) holding
-    per-step data and attribution maps as compressed ``.npz``. One method in the ``methods``
-    layout draws the game and its map side by side, each larger. ``first_episode`` numbers the
-    episodes from there (one episode of many recorded on its own keeps its number and seed).
+    Args:
+        agent: an :class:`Agent`, or a path :func:`load_agent` reads.
+        out: the video, an ``.mp4`` (x264) or a ``.gif``. Beside it go ``out`` with ``.png`` (a
+            contact sheet spread over the whole recording) and the run directory.
+        episodes: how many episodes; episode ``i`` resets with seed ``seed + i``.
+        max_steps: cap on each episode's agent steps (None: play to the end).
+        seed: the first episode's reset seed.
+        methods: attribution methods drawn beside the game (see :func:`attribute`).
+        every: compute the maps on every ``every``-th step only (the policy's outputs on all).
+        fps: frames per second of the video.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for the network and the engine.
+        layout: ``methods`` (the newest frame under each method; one method is drawn full size
+            beside the game) or ``stack`` (one method over each stacked frame).
+        batch: frames attributed, drawn and saved together.
+        run_dir: the run directory (default ``out`` without suffix, ``.run``; an earlier run
+            there is replaced whole).
+        progress: show a progress bar.
+        crf: x264's constant rate factor (lower: larger and sharper).
+        scale: resize factor of the video's frames.
+        first_episode: number the episodes from there (one episode of many recorded on its
+            own keeps its number and seed).
+
+    Returns:
+        A :class:`Recording`: the video, contact sheet and run directory written (None where
+        nothing was recorded), the steps recorded, and whether a Ctrl-C cut it short.
     """
     methods = check_methods(methods)
     if layout not in LAYOUTS:

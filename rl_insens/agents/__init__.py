@@ -149,14 +149,20 @@ def check_fits(agent: Agent, env: gym.Env) -> None:
 
 
 def load_agent(path: str | Path, env: str | AtariSettings | None = None, **settings) -> Agent:
-    """Load an agent and the game it plays.
+    """Load an agent and the game it plays, without running code from its files.
 
-    ``path``: an rl-insens agent directory, a stable-baselines3 ``.zip`` (PPO or A2C, DQN, QR-DQN
-    with Atari CNN policies; in a zoo run folder or alone) or a CleanRL ``.cleanrl_model``.
-    ``env``: the game, overriding what the agent's files say (an id such as
-    ``BreakoutNoFrameskip-v4`` or ``ALE/Breakout-v5``, or whole settings); ``settings`` change
-    single preprocessing fields. Without ``env``, the game comes from the zoo's files next to a
-    zip, or the model card; failing both, the agent loads without one (see :attr:`Agent.game`).
+    Args:
+        path: an rl-insens agent directory, a stable-baselines3 ``.zip`` (PPO or A2C, DQN,
+            QR-DQN with Atari CNN policies; in an rl-baselines3-zoo run folder or alone) or a
+            CleanRL ``.cleanrl_model``.
+        env: the game, overriding what the agent's files say: an id such as
+            ``BreakoutNoFrameskip-v4`` or ``ALE/Breakout-v5``, or whole :class:`AtariSettings`.
+            Without it the game comes from the zoo's files next to a zip, or the model card;
+            failing both, the agent loads without one (see :attr:`Agent.game`).
+        **settings: single preprocessing fields to change (``repeat_action_probability=0.25``).
+
+    Returns:
+        The :class:`Agent`: its network, value network where it has one, action names, game.
     """
     from . import cleanrl, native, sb3
 

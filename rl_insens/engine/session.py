@@ -171,11 +171,21 @@ def session_of(model: nn.Module | SwitchedModel, max_memory: int | None = None) 
 
 # ----- the free functions: one-call sessions ----------------------------------------------
 def insens(model: nn.Module, x: torch.Tensor, max_memory: int | None = None) -> torch.Tensor:
-    """Insens (eq. 8) of ``model`` at each input of the batch ``x``, exactly; same shape as ``x``.
+    """Insens (eq. 8) of ``model`` at each input of the batch ``x``, exactly.
 
     Hidden neurons are the outputs of every Conv2d/Linear but the output layer; the inactive
     ones have activity v ≤ 0. Runs on the device and in the dtype (float32 or float64) of
-    ``model`` and ``x``; ``max_memory`` bounds the working memory in bytes.
+    ``model`` and ``x``.
+
+    Args:
+        model: a chain of Conv2d, Linear, ReLU, MaxPool2d, ZeroPad2d, Flatten, Identity and
+            eval-mode Dropout modules (anything else raises :class:`UnsupportedModelError`).
+        x: a batch ``[B, *input shape]`` in the model's dtype and on its device.
+        max_memory: bound on the working memory in bytes (default 256 MiB on a CPU, 4 GiB on
+            a GPU); more lets more inputs go through at once.
+
+    Returns:
+        Insens at each input, ``x``'s shape and dtype.
     """
     return session_of(model, max_memory)(x).insens()
 
@@ -183,13 +193,31 @@ def insens(model: nn.Module, x: torch.Tensor, max_memory: int | None = None) -> 
 def stability_margin(
     model: nn.Module, x: torch.Tensor, max_memory: int | None = None
 ) -> tuple[torch.Tensor, list[tuple[str, int]]]:
-    """How far each input of the batch can move before the network's linear map changes
-    (see :meth:`SwitchedView.stability`)."""
+    """How far each input of the batch can move before the network's linear map changes.
+
+    Args:
+        model: a chain the engine accepts (see :func:`insens`).
+        x: a batch ``[B, *input shape]``.
+        max_memory: bound on the working memory in bytes.
+
+    Returns:
+        The margins ``[B]`` (the distance to the nearest switching hyperplane of a hidden
+        neuron) and, per input, that neuron as ``(layer name, flat index)``.
+    """
     return session_of(model, max_memory)(x).stability()
 
 
 def neuron_state(model: nn.Module, x: torch.Tensor) -> NeuronState:
-    """Activities and active masks of every hidden layer for a batch ``x`` of shape ``[B, *input]``."""
+    """Activities and active masks of every hidden layer.
+
+    Args:
+        model: a chain the engine accepts (see :func:`insens`).
+        x: a batch ``[B, *input shape]``.
+
+    Returns:
+        A :class:`~rl_insens.engine.NeuronState`: per hidden layer its activities and active
+        mask, and the fraction of active hidden neurons of each input.
+    """
     return session_of(model)(x).neurons
 
 
@@ -200,11 +228,19 @@ def switched_projection(
     neurons: torch.Tensor | list[int] | int | None = None,
     max_memory: int | None = None,
 ) -> SwitchedProjection:
-    """The switched linear projection of neurons of ``layer`` at ONE input ``x`` (no batch dim).
+    """The switched linear projection of neurons of ``layer`` at one input (Theorem 1).
 
-    ``layer`` is a Conv2d/Linear module's name in ``model.named_modules()`` (the output layer
-    is allowed: its projection is the network's exact local linear model); ``neurons`` are flat
-    indices into that layer's output, all of them when None.
+    Args:
+        model: a chain the engine accepts (see :func:`insens`).
+        x: ONE input, without a batch dimension.
+        layer: a Conv2d/Linear module's name in ``model.named_modules()``; the output layer is
+            allowed (its projection is the network's exact local linear model).
+        neurons: flat indices into that layer's output, or a boolean mask; all when None.
+        max_memory: bound on the working memory in bytes.
+
+    Returns:
+        A :class:`~rl_insens.engine.SwitchedProjection`: each neuron's ŵ (``weight``, ``x``'s
+        shape), b̂ (``bias``), activity v = x·ŵ + b̂ and centre ĉ.
 
     >>> p = switched_projection(net, x, "conv2", neurons=[0, 5])
     >>> torch.allclose((p.weight * x).flatten(1).sum(1) + p.bias, p.activity)
@@ -223,7 +259,11 @@ def decompose(
 ) -> torch.Tensor:
     """Per-input-component contributions (x − ĉ)·ŵ to each neuron's activity (eq. 5).
 
-    Shape ``[n, *x.shape]``; each neuron's contributions sum to its activity v.
+    Args:
+        model, x, layer, neurons: as for :func:`switched_projection`.
+
+    Returns:
+        ``[n, *x.shape]``: each chosen neuron's contributions, which sum to its activity v.
     """
     return switched_projection(model, x, layer, neurons).contributions
 
