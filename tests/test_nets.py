@@ -40,6 +40,6 @@ def test_twoconv_keras_initialisation():
     layers = [model.conv1, model.conv2, model.fc1, model.out]
     assert all(float(layer.bias.detach().abs().max()) == 0 for layer in layers)
     limit = (6 / (25 * 1 + 25 * 32)) ** 0.5  # Glorot: fan_in + fan_out of a 5x5 conv
-    assert float(model.conv1.weight.abs().max()) <= limit
+    assert float(model.conv1.weight.abs().max()) <= limit * (1 + 1e-6)  # float32 rounding of the bound
     with pytest.raises(ValueError, match="init"):
         ri.TwoConv((1, 28, 28), 10, init="he")
