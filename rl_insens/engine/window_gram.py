@@ -23,13 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .plan import _pair
 from .switched import SwitchedNetwork
 
 PASSIVE = (nn.Identity, nn.Dropout)
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 @dataclass(frozen=True)
