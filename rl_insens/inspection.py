@@ -64,17 +64,19 @@ class StepInspection:
     """Compute time of each method for the whole batch the frame was part of, divided evenly."""
 
 
-FRAMES_PER_CALL = {"cpu": 2}
-"""Frames per attribution call on a CPU: small enough that a stop request waits a second at
-most, with no loss of speed (the engine is fastest there with a frame or two at a time)."""
+ONE_FRAME_PER_CALL_ON_CPU = ("insens", "integrated_gradients")
+"""Methods given one frame per call on a CPU: their work grows with each frame (the engine's
+windows, IG's 50 steps), so a stop request waits a fraction of a second at most, and they are
+fastest there a frame at a time. The others take the whole batch, where each call's fixed cost
+(Zennit's hooks, a forward pass) is shared: 2-3x less time a frame than two at a time."""
 
 
 def inspect_frames(agent: Agent, observations, methods, with_maps=None,
                    should_stop: Callable[[], bool] | None = None) -> list[StepInspection]:
     """Policy outputs for a batch of observations, and maps where ``with_maps`` is true.
 
-    Methods run batched over the frames that need maps, a few frames per call on a CPU;
-    between calls ``should_stop()`` is asked, and a true answer raises ``KeyboardInterrupt``.
+    Methods run batched over the frames that need maps (on a CPU, the costly ones a frame per
+    call: see :data:`ONE_FRAME_PER_CALL_ON_CPU`); between calls ``should_stop()`` is asked, and a true answer raises ``KeyboardInterrupt``.
     """
     x = agent.preprocess(np.asarray(observations))
     view = agent.session(x)  # one forward pass: logits, neuron state, and Insens of the whole batch
@@ -89,8 +91,9 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None,
         for i in range(len(x))
     ]
     chosen = [i for i in range(len(x)) if with_maps is None or with_maps[i]]
-    per_call = FRAMES_PER_CALL.get(x.device.type, len(chosen)) or 1
     for method in methods:
+        one_at_a_time = x.device.type == "cpu" and method in ONE_FRAME_PER_CALL_ON_CPU
+        per_call = 1 if one_at_a_time else max(len(chosen), 1)
         for start in range(0, len(chosen), per_call):
             if should_stop is not None and should_stop():
                 raise KeyboardInterrupt
