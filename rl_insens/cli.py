@@ -201,7 +201,7 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
     """Play greedy episodes of one or more agents, each in its game, and report per-agent statistics."""
     import csv
 
-    from .evaluate import Task, aggregate, run_tasks
+    from .evaluation import Task, aggregate, run_tasks
 
     for path in agents:
         load_agent_or_fail(path, env_id)

@@ -139,7 +139,7 @@ def test_viewer_answers_only_its_own_host_names(run_dir):
 
 # ----- 2. resumes never mix runs; agents are saved whole or not at all ------------------------------
 def test_resume_refuses_other_settings(rlnet_agent_dir, tmp_path):
-    from rl_insens.evaluate import Task, run_tasks
+    from rl_insens.evaluation import Task, run_tasks
 
     agent = tmp_path / "agent"
     shutil.copytree(rlnet_agent_dir, agent)

@@ -117,7 +117,7 @@ class MethodTask:
     checks: tuple[str, ...] = CHECKS
 
     def run(self) -> dict:
-        from ..evaluate import one_thread, worker_agent
+        from ..workers import one_thread, worker_agent
 
         with one_thread():
             return measure_method(worker_agent(self.agent, self.env).network, self.frames, self.method,
@@ -138,7 +138,7 @@ class ClosedLoopTask:
     env: str | None = None
 
     def run(self) -> dict:
-        from ..evaluate import one_thread, worker_agent
+        from ..workers import one_thread, worker_agent
 
         with one_thread():
             return closed_loop(worker_agent(self.agent, self.env), self.method, self.choice, self.env_seed,
