@@ -201,7 +201,7 @@ def evaluate(agents, episodes, seeds, env_id, workers, backend, address, max_ste
     """Play greedy episodes of one or more agents, each in its game, and report per-agent statistics."""
     import csv
 
-    from .evaluate import Task, aggregate, run_tasks
+    from .evaluation import Task, aggregate, run_tasks
 
     for path in agents:
         load_agent_or_fail(path, env_id)
@@ -437,17 +437,17 @@ def faithfulness(agent_path, env_id, frames, seed, methods, checks, fraction, si
 @click.option("--retrain", is_flag=True, help="Train again even where a saved model exists.")
 def bench(name, data_dir, results, seeds, epochs, sigma, clip, retrain):
     """Reproduce the paper's supervised 2CONV results (section 4.1, Table 3)."""
-    from .bench import supervised
+    from .bench import supervised, tables
 
     epochs = epochs or {"mnist": 10, "cifar10": 30, "smallnorb": 20}[name]
     try:
         if name == "mnist":
             report = supervised.mnist_benchmark(data_dir, results, seeds=tuple(seeds), sigma=sigma, clip=clip,
                                                 epochs=epochs, reuse=not retrain)
-            click.echo(supervised.mnist_markdown(report))
+            click.echo(tables.mnist_markdown(report))
         else:
-            run, markdown = (supervised.cifar10_benchmark, supervised.cifar10_markdown) if name == "cifar10" \
-                else (supervised.smallnorb_benchmark, supervised.smallnorb_markdown)
+            run, markdown = (supervised.cifar10_benchmark, tables.cifar10_markdown) if name == "cifar10" \
+                else (supervised.smallnorb_benchmark, tables.smallnorb_markdown)
             report = run(data_dir, results, seeds=tuple(seeds), epochs=epochs, reuse=not retrain)
             click.echo(markdown(report))
     except (FileNotFoundError, ValueError, OSError) as error:

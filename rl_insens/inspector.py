@@ -1,100 +1,23 @@
 """Step-through debugging of a policy: step, go back, jump, fork, and look inside at each frame.
 
-At every frame the whole network *is* one linear map (its switched projection), so the
-inspector can show any neuron's projection, how far the frame is from the nearest switching
-hyperplane (the stability margin), and which neurons switched between frames.
+The :class:`Inspector` plays and keeps the trajectory, each frame with the environment's
+state to come back to (:mod:`rl_insens.env_state`); what the network does at a frame is an
+:class:`~rl_insens.frame_inspection.Inspection` (:mod:`rl_insens.frame_inspection`).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from .agents import Agent, check_fits, load_agent
-from .attribution import attribute
-from .engine import SwitchedProjection
+from .env_state import capture, check_restorable, restore
+from .frame_inspection import Inspection, Intervened, WhatIf, state_change
 from .inspection import DEFAULT_METHODS, check_methods, resolve_device
-
-
-# ----- the environment's state, so that going back restores it exactly ------------------------
-def _stateless_wrappers() -> tuple[type, ...]:
-    """Wrappers whose behaviour depends on nothing that changes from step to step: gymnasium's
-    checks and reshaping, and SB3's and CleanRL's Atari wrappers but the life counter (their
-    frame-skip buffer is refilled within each step)."""
-    from stable_baselines3.common import atari_wrappers as sb3
-
-    from .envs import ResizeThenGray
-
-    return (gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker, gym.wrappers.ReshapeObservation,
-            sb3.AtariWrapper, sb3.NoopResetEnv, sb3.MaxAndSkipEnv, sb3.FireResetEnv, sb3.WarpFrame,
-            sb3.ClipRewardEnv, ResizeThenGray)
-
-
-def _episodic_life():
-    from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv
-
-    return EpisodicLifeEnv
-
-
-def _wrappers(env: gym.Env):
-    while isinstance(env, gym.Wrapper):
-        yield env
-        env = env.env
-
-
-def check_restorable(env: gym.Env) -> None:
-    """Refuse, by name, an environment whose state the Inspector could not put back exactly.
-
-    It knows the emulator (``ale.cloneState``/``restoreState``), the frames kept by
-    ``AtariPreprocessing`` and ``FrameStackObservation``, SB3's life counter, and the wrappers
-    that keep nothing (``_stateless_wrappers``); it keeps time itself, so a
-    ``TimeLimit`` (whose step count Gymnasium keeps private) is refused too.
-    """
-    if not hasattr(env.unwrapped, "ale"):
-        raise ValueError(f"the Inspector needs an ALE (Atari) environment, "
-                         f"got {type(env.unwrapped).__name__}")
-    for wrapper in _wrappers(env):
-        if isinstance(wrapper, gym.wrappers.TimeLimit):
-            raise ValueError("the Inspector counts the steps itself: make the environment without a "
-                             "TimeLimit (max_episode_steps=None) and pass max_steps= to the Inspector")
-        if not isinstance(wrapper, (gym.wrappers.AtariPreprocessing, gym.wrappers.FrameStackObservation,
-                                    _episodic_life(), *_stateless_wrappers())):
-            raise ValueError(f"the Inspector cannot go back in an environment wrapped in "
-                             f"{type(wrapper).__name__}: it does not know what state that wrapper keeps")
-
-
-def capture(env: gym.Env) -> dict:
-    """Everything that decides the next observations: the emulator and the wrappers' frames."""
-    state = {"ale": env.unwrapped.ale.cloneState(include_rng=True)}
-    for wrapper in _wrappers(env):
-        if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-            state["frames"] = [frame.copy() for frame in wrapper.obs_queue]
-        elif isinstance(wrapper, gym.wrappers.AtariPreprocessing):
-            state["buffers"] = [b.copy() for b in wrapper.obs_buffer]
-            state["lives"], state["game_over"] = wrapper.lives, wrapper.game_over
-        elif isinstance(wrapper, _episodic_life()):
-            state["episodic_life"] = wrapper.lives, wrapper.was_real_done
-    return state
-
-
-def restore(env: gym.Env, state: dict) -> None:
-    env.unwrapped.ale.restoreState(state["ale"])
-    for wrapper in _wrappers(env):
-        if isinstance(wrapper, gym.wrappers.FrameStackObservation):
-            wrapper.obs_queue.clear()
-            wrapper.obs_queue.extend(frame.copy() for frame in state["frames"])
-        elif isinstance(wrapper, gym.wrappers.AtariPreprocessing):
-            for buffer, saved in zip(wrapper.obs_buffer, state["buffers"], strict=True):
-                buffer[...] = saved
-            wrapper.lives, wrapper.game_over = state["lives"], state["game_over"]
-        elif isinstance(wrapper, _episodic_life()):
-            wrapper.lives, wrapper.was_real_done = state["episodic_life"]
 
 
 @dataclass
@@ -111,131 +34,6 @@ class Snapshot:
     """The action taken from this frame, once taken."""
 
 
-# ----- what the network did at one frame ---------------------------------------------------------
-@dataclass
-class Inspection:
-    """The network at one observation; attribution maps and projections computed on demand."""
-
-    agent: Agent
-    observation: np.ndarray
-    screen: np.ndarray
-    methods: tuple[str, ...]
-    _maps: dict = field(default_factory=dict, repr=False)
-
-    @cached_property
-    def x(self) -> torch.Tensor:
-        return self.agent.preprocess(self.observation)
-
-    @cached_property
-    def view(self):
-        """The engine's answers at this frame, all from one forward pass (:class:`SwitchedView`)."""
-        return self.agent.session(self.x)
-
-    @cached_property
-    def logits(self) -> np.ndarray:
-        return self.view.logits[0].cpu().numpy()
-
-    @property
-    def action_probs(self) -> np.ndarray:
-        """As the agent's greedy play gives them (see :meth:`Agent.action_probs`)."""
-        return self.agent.action_probs(torch.as_tensor(self.logits)[None])[0].numpy()
-
-    @property
-    def action(self) -> int:
-        return int(np.argmax(self.logits))
-
-    @cached_property
-    def value(self) -> float | None:
-        if self.agent.value_network is None:
-            return None
-        with torch.no_grad():
-            return float(self.agent.value_network(self.x)[0, 0])
-
-    def map(self, method: str) -> np.ndarray:
-        """Attribution map of ``method`` (cached), the observation's shape."""
-        if method not in self._maps:
-            check_methods([method])
-            self._maps[method] = attribute(self.agent.session, self.x, method)[0].cpu().numpy()
-        return self._maps[method]
-
-    @property
-    def maps(self) -> dict[str, np.ndarray]:
-        return {m: self.map(m) for m in self.methods}
-
-    @cached_property
-    def neurons(self):
-        """Per-layer activity and active mask (:class:`~rl_insens.engine.NeuronState`)."""
-        return self.view.neurons
-
-    def projection(self, layer: str, index: int) -> SwitchedProjection:
-        """Neuron ``index`` of ``layer`` as a linear map of the frames: ŵ (one image per stacked
-        frame), b̂, v and the centre ĉ."""
-        return self.view.projection(layer, [index])
-
-    @cached_property
-    def stability(self) -> tuple[float, tuple[str, int]]:
-        """(margin, (layer, index)): distance to the nearest switching hyperplane, and its neuron."""
-        margins, nearest = self.view.stability()
-        return float(margins[0]), nearest[0]
-
-
-def state_change(before: Inspection, after: Inspection) -> dict[str, dict[str, int]]:
-    """Neurons that switched on and off between two frames, per hidden layer."""
-    change = {}
-    for layer, state in after.neurons.layers.items():
-        was, now = before.neurons.layers[layer].active, state.active
-        change[layer] = {"on": int((now & ~was).sum()), "off": int((was & ~now).sum())}
-    return change
-
-
-@dataclass
-class WhatIf:
-    """The policy on the original frame and on an edited one."""
-
-    original: Inspection
-    edited: Inspection
-
-    @cached_property
-    def insens(self) -> tuple[np.ndarray, np.ndarray]:
-        return (self.original.view.insens()[0].cpu().numpy(), self.edited.view.insens()[0].cpu().numpy())
-
-
-@dataclass
-class Intervened(WhatIf):
-    """The policy ``NOOPS`` steps after an edit of the game's RAM (``edited``) and without it
-    (``original``); ``moved`` says whether every edited object moved on the screen."""
-
-    moves: tuple = ()
-    moved: bool = False
-
-    @property
-    def logit_change(self) -> float:
-        """L2 distance between the policy's outputs with and without the edit (Atrey et al.)."""
-        return float(np.linalg.norm(self.edited.logits - self.original.logits))
-
-    @property
-    def value_change(self) -> float | None:
-        if self.original.value is None:
-            return None
-        return abs(self.edited.value - self.original.value)
-
-
-def occlude(observation: np.ndarray, rows: slice, cols: slice, value: int = 0) -> np.ndarray:
-    """A copy of a stacked observation with a rectangle set to ``value`` in every frame."""
-    edited = observation.copy()
-    edited[..., rows, cols] = value
-    return edited
-
-
-def add_noise(observation: np.ndarray, rows: slice, cols: slice, sigma: float = 30.0, seed: int = 0):
-    """A copy with Gaussian noise (in grey levels) added inside a rectangle."""
-    rng = np.random.default_rng(seed)
-    edited = observation.astype(np.float32)
-    edited[..., rows, cols] += rng.normal(0, sigma, edited[..., rows, cols].shape)
-    return np.clip(edited, 0, 255).astype(observation.dtype)
-
-
-# ----- the inspector ---------------------------------------------------------------------------------
 class Inspector:
     """Play an agent frame by frame, with a history to go back to.
 
@@ -277,13 +75,16 @@ class Inspector:
 
     @property
     def frame(self) -> Snapshot:
+        """The current frame of the trajectory."""
         return self.history[self.t]
 
     @property
     def done(self) -> bool:
+        """Whether the episode ended at the current frame."""
         return self.frame.done
 
     def inspection(self, t: int | None = None) -> Inspection:
+        """What the network does at frame ``t`` (by default the current one), computed once."""
         t = self.t if t is None else t
         if t not in self._inspections:
             snap = self.history[t]

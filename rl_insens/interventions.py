@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from .env_state import capture, restore
 from .objects import GameObject, objects_of
 
 NOOPS = 3
@@ -71,8 +72,6 @@ def _play_noops(env: gym.Env, noops: int) -> tuple[np.ndarray, np.ndarray]:
 def intervene(env: gym.Env, game: str, moves: tuple[Move, ...] | list[Move], noops: int = NOOPS) -> Outcome:
     """From the environment's current state, play ``noops`` no-ops as it is and with ``moves``
     made in RAM; the environment is left in the state it was in."""
-    from .inspector import capture, restore
-
     ale = env.unwrapped.ale
     state = capture(env)
     try:

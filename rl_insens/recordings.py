@@ -20,12 +20,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import runs
-from .evaluate import agent_digest, one_thread, worker_agent
+from .evaluation.tasks import agent_digest
 from .files import check_writable_dir, write_bytes, write_json
 from .inspection import DEFAULT_METHODS, check_methods, resolve_device
 from .parallel import check_backend, run_unordered
 from .record import LAYOUTS, record
 from .video import DEFAULT_CRF, check_video_settings
+from .workers import one_thread, worker_agent
 
 MANIFEST = "recording.json"
 """In the output folder: how its episodes were recorded, so that a resumed run adds alike ones."""

@@ -49,7 +49,7 @@ def sb3_returns(path: Path, env_id: str, seeds: list[int]) -> list[tuple[float, 
 
 def rl_insens_returns(path: Path, env_id: str, seeds: list[int]) -> list[tuple[float, int]]:
     from rl_insens import load_agent
-    from rl_insens.evaluate import play_episodes
+    from rl_insens.evaluation import play_episodes
 
     agent = load_agent(path, env=env_id)
     return [(e.score, e.length) for e in play_episodes(agent, seeds)]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rl_insens.bench import data, noise
-from rl_insens.bench.supervised import TrainSettings, evaluate_accuracy, mnist_markdown, train_twoconv
+from rl_insens.bench.tables import mnist_markdown
+from rl_insens.bench.training import TrainSettings, evaluate_accuracy, train_twoconv
 
 
 def digits(n=6, seed=0):
@@ -179,7 +180,7 @@ def test_cifar_augmentation_crops_and_keeps_each_channel_mean():
     """Each output is one 24x24 window of its image with the contrast scaled about each channel's
     mean: centred, it is the window's centred pixels times one factor in CONTRAST, and its
     channel means are the window's."""
-    from rl_insens.bench.supervised import CONTRAST, centre_crop, cifar_augment
+    from rl_insens.bench.training import CONTRAST, centre_crop, cifar_augment
 
     images = torch.rand(5, 3, 32, 32)
     out = cifar_augment(images, torch.Generator().manual_seed(0))
@@ -210,7 +211,7 @@ def fake_loader(shape, classes, n_train=260, n_test=40):
 
 def test_cifar10_and_smallnorb_benchmark_smoke_runs(tmp_path, monkeypatch):
     import rl_insens.bench.supervised as supervised
-    from rl_insens.bench.supervised import centre_crop
+    from rl_insens.bench.training import centre_crop
     from rl_insens.nets import TwoConv
 
     monkeypatch.setattr(supervised, "TrainSettings", lambda seed, epochs: TrainSettings(
@@ -235,8 +236,8 @@ def test_cifar10_and_smallnorb_benchmark_smoke_runs(tmp_path, monkeypatch):
 
 def test_seed_summaries_give_the_textbook_95_percent_t_interval():
     """Two seeds 0 and 2: sd √2, so the half-width is t(0.975, 1 dof) = 12.706 (a table's value)."""
-    from rl_insens.bench.supervised import _interval, _mean_sd
+    from rl_insens.bench.tables import _interval, mean_sd
 
-    summary = _mean_sd([0.0, 2.0])
+    summary = mean_sd([0.0, 2.0])
     assert summary["mean"] == 1.0 and abs(summary["ci95"] - 12.706) < 1e-3
     assert _interval(summary) == "1.0 ± 12.7 [0.0-2.0]"

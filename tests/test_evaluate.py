@@ -11,14 +11,8 @@ from torch import nn
 
 import rl_insens.faithfulness as f
 from rl_insens.envs import make_pong_env
-from rl_insens.evaluate import (
-    Task,
-    aggregate,
-    confidence_interval,
-    noop_start_seeds,
-    play_episodes,
-    run_tasks,
-)
+from rl_insens.evaluation import Task, aggregate, noop_start_seeds, play_episodes, run_tasks
+from rl_insens.intervals import confidence_interval
 
 
 @pytest.mark.slow

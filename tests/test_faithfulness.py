@@ -38,13 +38,13 @@ def test_insens_ignores_the_output_layer_so_its_first_cascading_step_changes_not
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 30, 8), nn.ReLU(),
                         nn.Linear(8, 3))
     x = torch.rand(3, 1, 32, 32)
-    maps = f.protocol.method_maps(net, x, "insens")
+    maps = f.checks.method_maps(net, x, "insens")
     report = f.cascading_randomisation(net, x, "insens", maps)
     assert report["layers"] == ["5", "3", "0"]
     first, last = report["steps"][0], report["steps"][-1]
     assert all(first[m]["mean"] == pytest.approx(1.0, abs=1e-6) for m in ("spearman", "ssim", "hog_pearson"))
     assert last["spearman"]["mean"] < 0.9  # every layer random: the map has changed
-    gradient = f.cascading_randomisation(net, x, "gradient", f.protocol.method_maps(net, x, "gradient"))
+    gradient = f.cascading_randomisation(net, x, "gradient", f.checks.method_maps(net, x, "gradient"))
     assert gradient["steps"][0]["spearman"]["mean"] < 0.99  # the gradient does depend on the output layer
 
 

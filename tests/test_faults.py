@@ -139,7 +139,7 @@ def test_viewer_answers_only_its_own_host_names(run_dir):
 
 # ----- 2. resumes never mix runs; agents are saved whole or not at all ------------------------------
 def test_resume_refuses_other_settings(rlnet_agent_dir, tmp_path):
-    from rl_insens.evaluate import Task, run_tasks
+    from rl_insens.evaluation import Task, run_tasks
 
     agent = tmp_path / "agent"
     shutil.copytree(rlnet_agent_dir, agent)
@@ -425,8 +425,8 @@ def test_act_takes_one_finite_observation(tiny_agent):
 
 
 def test_inspector_and_wrapper_agree_on_action_probabilities(tiny_agent):
+    from rl_insens.frame_inspection import Inspection
     from rl_insens.inspection import inspect_frames
-    from rl_insens.inspector import Inspection
 
     obs = np.random.default_rng(0).integers(0, 256, (4, 84, 84), dtype=np.uint8)
     for kind in ("actor-critic", "q-values"):

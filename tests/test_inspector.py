@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import rl_insens as ri
-from rl_insens.inspector import add_noise, occlude
+from rl_insens.frame_inspection import add_noise, occlude
 
 
 @pytest.fixture(scope="module")

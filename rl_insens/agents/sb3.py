@@ -1,4 +1,4 @@
-"""stable-baselines3 zips, alone or in an rl-baselines3-zoo run folder.
+"""stable-baselines3 zips, alone or in an rl-baselines3-zoo run folder: the policy as a plain network.
 
 A zip's ``data`` holds cloudpickled objects (the policy class, spaces, schedules), and
 unpickling them would run whatever code a shared zip carries. So none is unpickled: every
@@ -7,8 +7,8 @@ from the readable text beside them (the spaces' shape and size, the policy class
 checked against the SB3 policies this reader knows). The weights are tensors, which SB3
 reads with ``weights_only=True``.
 
-Next to a zip the zoo keeps ``<env id>/args.yml``, ``config.yml`` and ``env_kwargs.yml``;
-they say the game and the wrapper settings, and they are read with YAML's safe loader.
+The game a zip was trained in comes from the rl-baselines3-zoo files next to it, read by
+:mod:`rl_insens.agents.zoo`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import yaml
 from torch import nn
 
-from ..envs import AtariSettings, GameError, ale_ids
+from ..envs import AtariSettings
 from . import Agent, copy_module, generic_meanings
+from .zoo import zoo_settings
 
 POLICIES = {
     ("stable_baselines3.common.policies", "ActorCriticCnnPolicy"),
@@ -33,10 +33,6 @@ POLICIES = {
     ("sb3_contrib.qrdqn.policies", "CnnPolicy"),
 }
 """The policy classes this reader rebuilds: Atari CNN policies of PPO/A2C, DQN and QR-DQN."""
-ZOO_FILES = ("args.yml", "config.yml", "env_kwargs.yml")
-WRAPPER_SETTINGS = {"noop_max", "frame_skip", "screen_size"}
-"""``AtariWrapper`` arguments that change what the agent sees. Not ``terminal_on_life_loss``: whole
-games are scored unless the user asks otherwise."""
 
 
 def _raw_data(path: Path) -> dict:
@@ -76,6 +72,7 @@ CLASS_SETTINGS = {
 }
 """Policy settings that name a class, and the classes they may name (read from their text)."""
 TRAINING_ONLY = {"optimizer_class", "optimizer_kwargs"}
+"""Policy settings that only training uses: skipped, whatever class they name."""
 
 
 def _policy_kwargs(path: Path, field) -> dict:
@@ -105,7 +102,17 @@ def _policy_kwargs(path: Path, field) -> dict:
 
 
 def load(path: Path, read_zoo: bool = True) -> Agent:
-    """The zip's policy as an :class:`Agent`; its game from the zoo's files when ``read_zoo``."""
+    """The zip's policy as an :class:`Agent`, without unpickling anything from the zip.
+
+    Args:
+        path: the stable-baselines3 ``.zip``.
+        read_zoo: take the game from the rl-baselines3-zoo files next to the zip, where there
+            are some (the caller naming the game passes False).
+
+    Returns:
+        The :class:`Agent`: the policy's score network and value network where it has one,
+        with its game when the zoo's files say it.
+    """
     from stable_baselines3.common.save_util import load_from_zip_file
 
     raw = _raw_data(path)
@@ -151,7 +158,16 @@ def load(path: Path, read_zoo: bool = True) -> Agent:
 def from_policy(policy, game: AtariSettings, steps_trained: int | None = None) -> Agent:
     """A live SB3 policy (one being trained, say) as an :class:`Agent` playing ``game``.
 
-    The networks are copies, so training on afterwards does not change the agent."""
+    The networks are copies, so training on afterwards does not change the agent.
+
+    Args:
+        policy: an SB3 policy of a kind :func:`load` reads (actor-critic, DQN or QR-DQN).
+        game: the game it plays, with the preprocessing it trains with.
+        steps_trained: environment steps so far, for the agent's card.
+
+    Returns:
+        The :class:`Agent` set to play ``game``.
+    """
     from ..engine import read_chain
 
     shape = tuple(policy.observation_space.shape)
@@ -191,73 +207,3 @@ def _network(policy) -> tuple[nn.Module, nn.Module | None, str]:
     mean.weight.data = last.weight.data.view(n_quantiles, n_actions, -1).mean(0)
     mean.bias.data = last.bias.data.view(n_quantiles, n_actions).mean(0)
     return nn.Sequential(copy_module(q.features_extractor), *layers[:-1], mean).eval(), None, "q-values"
-
-
-# ----- the rl-baselines3-zoo layout ------------------------------------------------------------
-class _ZooLoader(yaml.SafeLoader):
-    """YAML's safe loader, reading the zoo's ``OrderedDict`` tags as plain mappings."""
-
-
-def _ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict:
-    pairs = loader.construct_sequence(node.value[0], deep=True) if node.value else []
-    return {key: value for key, value in pairs}
-
-
-_ZooLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", _ordered_dict)
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.load(path.read_text(), Loader=_ZooLoader)  # safe-load: a SafeLoader subclass
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise GameError(f"{path} is not readable YAML ({first}); pass --env to name the game") from None
-    return data or {}
-
-
-def zoo_folder(zip_path: Path) -> Path | None:
-    """The zoo's ``<env id>/`` folder of settings next to a zip, if there is one."""
-    folders = [p for p in zip_path.parent.iterdir()
-               if p.is_dir() and any((p / name).exists() for name in ZOO_FILES)]
-    named = [p for p in folders if p.name == zip_path.stem]
-    return (named or folders or [None])[0]
-
-
-def zoo_settings(zip_path: Path) -> AtariSettings | None:
-    """The game and wrapper settings the zoo trained with, from the files next to the zip.
-
-    The env id comes from ``args.yml``, else the folder's or the zip's name; ``config.yml``
-    gives the ``AtariWrapper`` arguments and the frame stack; ``env_kwargs.yml`` may choose the
-    full action set. Without any of these, ``None``.
-    """
-    folder = zoo_folder(zip_path)
-    env_id = None
-    if folder is not None:
-        args = _read_yaml(folder / "args.yml") if (folder / "args.yml").exists() else {}
-        env_id = args.get("env") or folder.name
-    elif zip_path.stem in ale_ids():
-        env_id = zip_path.stem
-    if env_id is None or env_id not in ale_ids():
-        return None
-    settings: dict = {"preprocessing": "sb3"}
-    if folder is not None and (folder / "config.yml").exists():
-        config = _read_yaml(folder / "config.yml")
-        settings.update(_wrapper_settings(config.get("env_wrapper")))
-        if config.get("frame_stack"):
-            settings["frame_stack"] = int(config["frame_stack"])
-    if folder is not None and (folder / "env_kwargs.yml").exists():
-        kwargs = _read_yaml(folder / "env_kwargs.yml")
-        for key in ("full_action_space", "repeat_action_probability"):
-            if key in kwargs:
-                settings[key] = kwargs[key]
-    return AtariSettings(env_id, **settings)
-
-
-def _wrapper_settings(wrappers) -> dict:
-    """``AtariWrapper``'s arguments in the zoo's ``env_wrapper`` (a name, a mapping, or a list)."""
-    for item in wrappers if isinstance(wrappers, list) else [wrappers]:
-        if isinstance(item, dict):
-            for name, kwargs in item.items():
-                if name.endswith("AtariWrapper"):
-                    return {k: v for k, v in (kwargs or {}).items() if k in WRAPPER_SETTINGS}
-    return {}

@@ -1,4 +1,9 @@
-"""Data set loaders: a local directory first, else a checksummed download into a cache.
+"""Data set loaders for the supervised benchmarks: a local directory first, else a checksummed
+download into a cache.
+
+MNIST (IDX files), CIFAR-10 (its Python pickle batches, unpickled only once their md5 is the
+published one) and smallNORB (the NORB binary matrix format), each as float images in [0, 1]
+and int64 labels.
 
 Checksums are of the *decompressed* files, so re-compressed copies are accepted too. Every
 download goes through :func:`_download` (a partial file, kept only if its checksum fits) and
@@ -27,6 +32,7 @@ MNIST_FILES = {
 }
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 CACHE = Path(os.environ.get("RL_INSENS_CACHE", Path.home() / ".cache" / "rl-insens"))
+"""Where downloads go: ``$RL_INSENS_CACHE``, else ``~/.cache/rl-insens``."""
 
 
 def _read_idx(path: Path, expected_sha256: str) -> np.ndarray:
@@ -56,7 +62,6 @@ def load_mnist(data_dir: str | Path | None = None, train: bool = True) -> tuple[
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-# ----- CIFAR-10 (python pickle batches) --------------------------------------------------------------
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_BATCHES = {
@@ -71,7 +76,16 @@ CIFAR10_BATCHES = {
 
 
 def read_cifar_batch(raw: bytes, expected_md5: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """One pickled CIFAR batch, checked before it is unpickled: images [N, 3, 32, 32], labels."""
+    """One pickled CIFAR batch, checked before it is unpickled.
+
+    Args:
+        raw: the batch file's bytes.
+        expected_md5: its published md5; other bytes are refused before unpickling.
+        name: the batch's name, for the error message.
+
+    Returns:
+        uint8 images ``[N, 3, 32, 32]`` and int64 labels.
+    """
     import pickle
 
     digest = hashlib.md5(raw).hexdigest()
@@ -112,7 +126,6 @@ def load_cifar10(
     return torch.from_numpy(images).float().div_(255), torch.from_numpy(labels)
 
 
-# ----- smallNORB (the NORB binary matrix format) -------------------------------------------------------
 SMALLNORB_URL = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/"
 SMALLNORB_FILES = {
     (True, "dat"): ("smallnorb-5x46789x9x18x6x2x96x96-training-dat.mat", "8138a0902307b32dfa0025a36dfa45ec"),
@@ -125,7 +138,16 @@ NORB_TYPES = {0x1E3D4C55: np.uint8, 0x1E3D4C54: np.int32}
 
 
 def read_norb_matrix(raw: bytes, expected_md5: str, name: str) -> np.ndarray:
-    """A NORB binary matrix: magic, rank, max(3, rank) dimensions, then little-endian data."""
+    """A NORB binary matrix: magic, rank, max(3, rank) dimensions, then little-endian data.
+
+    Args:
+        raw: the file's decompressed bytes.
+        expected_md5: their published md5; other bytes are refused.
+        name: the file's name, for the error message.
+
+    Returns:
+        The matrix, its dimensions and type as the file gives them.
+    """
     digest = hashlib.md5(raw).hexdigest()
     if digest != expected_md5:
         raise ValueError(f"{name} is corrupt or not smallNORB: md5 {digest}, expected {expected_md5}")

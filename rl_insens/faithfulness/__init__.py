@@ -4,9 +4,11 @@ substrates, top-two-layer and cascading model randomisation, saliency on the gam
 (from its RAM), counterfactual interventions on the game state, and closed-loop play.
 
 ``metrics`` computes on tensors, ``randomisation`` and ``play`` make what they compare,
-``protocol`` schedules the tasks and ``report`` writes tables and figures.
+``checks`` measures one method with them, ``protocol`` schedules the tasks and ``report``
+writes tables and figures.
 """
 
+from .checks import CHECKS, RANDOM, check_checks, measure_method
 from .metrics import (
     FRACTION,
     SIGMA,
@@ -19,7 +21,7 @@ from .metrics import (
     with_noise,
 )
 from .play import CHOICES, Sample, closed_loop, sample_frames
-from .protocol import CHECKS, RANDOM, check_checks, measure_method, run_faithfulness
+from .protocol import run_faithfulness
 from .randomisation import cascading_randomisation, randomisation_check, randomised_copy
 from .report import markdown_table, plot_cascading, plot_curves
 

@@ -30,6 +30,7 @@ FRACTION = 0.5
 SIGMA = 0.3
 """Default standard deviation of that noise, for inputs in [0, 1]."""
 SUBSTRATES = ("black", "blurred")
+"""What deletion and insertion go to and from: all zeros, or the frame blurred."""
 BLUR_SIGMA = 5.0
 """Pixels: the blurred substrate keeps coarse shapes and loses the objects' edges."""
 
@@ -54,7 +55,22 @@ def summary(values) -> dict:
 def noise_agreement(network: nn.Module, x: torch.Tensor, maps: torch.Tensor, fraction: float = FRACTION,
                     sigma: float = SIGMA, seed: int = 0, low: float = 0.0, high: float = 1.0) -> dict:
     """Share of frames whose greedy action survives noise on the least / most / randomly chosen
-    ``fraction`` of inputs, ranked by |attribution|."""
+    ``fraction`` of inputs, ranked by |attribution|.
+
+    Args:
+        network: the policy's score network.
+        x: the frames, as the network takes them.
+        maps: one attribution map per frame, the frames' shape.
+        fraction: the share of inputs that get noise.
+        sigma: the noise's standard deviation.
+        seed: the seed of the noise and of the random choice.
+        low: the smallest valid input, where noisy inputs are clipped.
+        high: the largest.
+
+    Returns:
+        ``{"lowest": ..., "highest": ..., "random": ...}``: the share of frames whose greedy
+        action is unchanged, per choice of inputs.
+    """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     flat = x.flatten(1)
     k = int(round(fraction * flat.shape[1]))
@@ -73,7 +89,18 @@ def noise_agreement(network: nn.Module, x: torch.Tensor, maps: torch.Tensor, fra
 def with_noise(flat: torch.Tensor, chosen: torch.Tensor, noise: torch.Tensor, low: float = 0.0,
                high: float = 1.0) -> torch.Tensor:
     """``flat`` (frames x inputs) with ``noise`` added at the ``chosen`` inputs of each row, clipped
-    to the valid range so the frames stay frames the agent could see."""
+    to the valid range so the frames stay frames the agent could see.
+
+    Args:
+        flat: the frames, one row each.
+        chosen: per row, the indices of the inputs that get noise.
+        noise: the noise, ``flat``'s shape.
+        low: the smallest valid input.
+        high: the largest.
+
+    Returns:
+        A new tensor; ``flat`` is left as it was.
+    """
     mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, chosen, True)
     return torch.where(mask, (flat + noise).clamp(low, high), flat)
 
@@ -93,7 +120,20 @@ def deletion_insertion(network: nn.Module, x: torch.Tensor, maps: torch.Tensor, 
                        base: str = "black", batch: int = 64) -> dict:
     """Curves of the chosen action's probability and logit as inputs are deleted (set to the
     substrate ``base``) or inserted (into it), most relevant first; the area under each curve
-    per frame, summarised over frames with a 95% interval."""
+    per frame, summarised over frames with a 95% interval.
+
+    Args:
+        network: the policy's score network.
+        x: the frames, as the network takes them.
+        maps: one attribution map per frame, the frames' shape.
+        steps: points along each curve, past the first (0% of inputs deleted or inserted).
+        base: the substrate, one of ``SUBSTRATES``.
+        batch: frames per forward pass.
+
+    Returns:
+        The fractions, the mean curves (``deletion_prob``, ``insertion_logit``, ...) and each
+        curve's mean area (``auc_*``) with its 95% interval (``auc_*_ci95``).
+    """
     flat, background = x.flatten(1), substrate(x, base).flatten(1)
     n, d = flat.shape
     order = maps.flatten(1).abs().argsort(1, descending=True)
@@ -121,7 +161,6 @@ def random_maps(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
-# ----- similarity of two maps ---------------------------------------------------------------
 MIN_IMAGE = 16
 """Smallest side for SSIM and HOG (two 8-pixel cells a block)."""
 
@@ -165,7 +204,6 @@ def similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return result
 
 
-# ----- object saliency -----------------------------------------------------------------------
 def object_saliency(maps: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
     """Per frame: the share of |map| on the objects (``masks``, same shape), the objects' share of
     the area, and whether the map's largest |value| falls on an object (the pointing game)."""

@@ -56,7 +56,7 @@ def export_agent(
 def greedy_evaluation(agent, seeds: list[int], max_steps: int | None = None) -> dict:
     """The model card's protocol: greedy returns on ``seeds`` in the training setting and with
     sticky actions, and on every no-op start of the training setting (its exact mean)."""
-    from ..evaluate import noop_start_seeds, play_episodes, summary
+    from ..evaluation import noop_start_seeds, play_episodes, summary
 
     play = partial(play_episodes, agent, max_steps=max_steps)
     every_start = noop_start_seeds(agent.game.env_id, agent.game.noop_max)

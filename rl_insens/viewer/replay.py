@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .. import render
+from ..env_state import capture, restore
 from ..envs import AtariSettings, make_env
-from ..inspector import capture, restore
 from ..interventions import NOOPS, intervene, standard_moves
 
 CHECKPOINT_EVERY = 100

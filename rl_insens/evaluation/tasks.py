@@ -3,7 +3,7 @@
 Work is split into independent tasks, one episode each ``(agent, seed, episode)``; a task's
 environment seed depends on nothing else, so a parallel run gives the same results as a
 serial one. Finished tasks are appended to a JSON-lines file as they complete, and a resumed
-run skips them.
+run skips them, provided they were played under the same conditions.
 """
 
 from __future__ import annotations
@@ -11,29 +11,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-import gymnasium as gym
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import rollout
-from .agents import Agent, load_agent
-from .files import write_text
-from .intervals import confidence_interval
-from .parallel import check_backend, run_unordered
+from ..agents import load_agent
+from ..files import write_text
+from ..parallel import check_backend, run_unordered
+from ..workers import one_thread, worker_agent
+from .episodes import play_episode
 
 
 @dataclass(frozen=True)
 class Task:
+    """One greedy episode to play: everything that decides it, and nothing else."""
+
     agent: str
     seed: int
     episode: int
@@ -42,111 +40,13 @@ class Task:
 
     @property
     def env_seed(self) -> int:
+        """The reset seed, a function of ``seed`` and ``episode`` only."""
         return self.seed * 100_003 + self.episode
 
     @property
     def key(self) -> str:
+        """The task's name in the results file, by which a resumed run finds it done."""
         return f"{self.agent}|{self.env or ''}|{self.seed}|{self.episode}"
-
-
-@dataclass
-class Episode:
-    seed: int
-    score: float
-    length: int
-    finished: bool
-    """False when the episode was cut off (the environment's time limit or ``max_steps``)."""
-
-
-def play_episode(agent: Agent, env, seed: int, max_steps: int | None = None,
-                 watch: Callable[[torch.Tensor, int], None] | None = None) -> Episode:
-    """One greedy episode from ``env.reset(seed=seed)``; ``watch(x, action)`` sees each step's
-    network input and action (to measure the play without playing it again)."""
-    def act(observation: np.ndarray) -> int:
-        x = agent.preprocess(observation)
-        with torch.no_grad():
-            action = int(agent.network(x).argmax(1)[0])
-        if watch is not None:
-            watch(x, action)
-        return action
-
-    score, length, finished = 0.0, 0, False
-    for step in rollout.play(act, env, seed, episodes=1, max_steps=max_steps):
-        score, length, finished = step.score + step.reward, step.t + 1, step.terminated
-    return Episode(seed, score, length, finished)
-
-
-def play_episodes(agent: Agent, seeds: list[int], progress: bool = True, max_steps: int | None = None,
-                  **env_settings) -> list[Episode]:
-    """One greedy episode per seed, in the agent's game (``env_settings`` change its settings).
-
-    One torch thread (see ``one_thread``): a single frame gains nothing from more, and a
-    training run on the same cores keeps its speed.
-    """
-    env = agent.make_env(**env_settings)
-    try:
-        with one_thread():
-            return [play_episode(agent, env, seed, max_steps)
-                    for seed in tqdm(seeds, desc="episodes", unit="ep", disable=not progress)]
-    finally:
-        env.close()
-
-
-def noop_start_seeds(env_id: str, noop_max: int = 30) -> list[int]:
-    """The first reset seed giving each no-op start ``1..noop_max`` (``[0]`` when there are none).
-
-    Without sticky actions ALE is deterministic, so a greedy episode depends only on how many
-    no-ops ``AtariPreprocessing`` drew at reset (its first draw from the environment's
-    generator): these seeds play every episode the setting can produce, and their mean is the
-    policy's exact expected return there, where a few random seeds may repeat some starts and
-    miss others.
-    """
-    import ale_py
-
-    if noop_max == 0:
-        return [0]
-    gym.register_envs(ale_py)
-    env = gym.make(env_id)
-    first_seed: dict[int, int] = {}
-    seed = 0
-    while len(first_seed) < noop_max:
-        env.reset(seed=seed)
-        first_seed.setdefault(int(env.unwrapped.np_random.integers(1, noop_max + 1)), seed)
-        seed += 1
-    env.close()
-    return [first_seed[n] for n in sorted(first_seed)]
-
-
-def summary(episodes: list[Episode]) -> dict:
-    scores = np.array([e.score for e in episodes])
-    return {"mean": float(scores.mean()), "std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
-            "min": float(scores.min()), "max": float(scores.max()), "episodes": len(scores),
-            "unfinished": sum(not e.finished for e in episodes),
-            "seeds": [e.seed for e in episodes], "scores": scores.tolist(),
-            "lengths": [e.length for e in episodes]}
-
-
-# ----- one task ---------------------------------------------------------------------------------
-_AGENTS: dict[tuple[str, str | None], Agent] = {}
-
-
-def worker_agent(path: str, env: str | None = None) -> Agent:
-    """The agent at ``path`` set to play ``env`` (or its own game), loaded once per worker process."""
-    if (path, env) not in _AGENTS:
-        _AGENTS[path, env] = load_agent(path, env=env)
-    return _AGENTS[path, env]
-
-
-@contextmanager
-def one_thread():
-    """One torch thread for the duration of a task: one core per worker, and results identical
-    whatever the backend (reductions keep one order)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_task(task: Task, max_steps: int | None = None) -> dict:
@@ -181,7 +81,6 @@ def _play(task: Task, max_steps: int | None) -> dict:
             "seconds": round(seconds, 3), "steps_per_second": round(length / seconds, 1) if seconds else None}
 
 
-# ----- many tasks --------------------------------------------------------------------------------
 def agent_digest(path: str | Path) -> str:
     """sha256 of what defines an agent: its zip, or its directory's card and weights."""
     path = Path(path)
@@ -240,7 +139,19 @@ def run_tasks(tasks: Iterable[Task], results_path: Path, workers: int = 1, resum
               address: str | None = None) -> list[dict]:
     """Run tasks (skipping those already in ``results_path`` when resuming), appending each result.
 
-    ``backend``/``address``/``workers`` choose where episodes run (see ``parallel.run_unordered``).
+    Args:
+        tasks: the episodes to play.
+        results_path: the JSON-lines file each finished episode is appended to.
+        workers: how many episodes run at once (see :func:`~rl_insens.parallel.run_unordered`).
+        resume: continue ``results_path``, skipping its episodes; without it an existing file
+            is refused.
+        max_steps: agent steps after which an episode is cut off.
+        progress: show a progress bar.
+        backend: ``process`` or ``ray``, where the episodes run.
+        address: the Ray cluster's address, for ``backend="ray"``.
+
+    Returns:
+        One result per task, in the order of ``tasks``, those read back from the file included.
     """
     tasks = list(tasks)
     check_backend(backend)
@@ -268,23 +179,3 @@ def run_tasks(tasks: Iterable[Task], results_path: Path, workers: int = 1, resum
             bar.update(1)
     bar.close()
     return [done[t.key] for t in tasks]
-
-
-def aggregate(results: list[dict]) -> dict:
-    """Per agent: mean, standard deviation and 95% confidence interval of the return, and more."""
-    per_agent = {}
-    for agent in dict.fromkeys(r["agent"] for r in results):
-        rows = [r for r in results if r["agent"] == agent]
-        returns = [r["return"] for r in rows]
-        layers = rows[0]["active_percent"].keys()
-        per_agent[agent] = {
-            "episodes": len(rows),
-            "mean_return": statistics.fmean(returns),
-            "std_return": statistics.stdev(returns) if len(rows) > 1 else 0.0,
-            "ci95_return": confidence_interval(returns),
-            "mean_length": statistics.fmean(r["length"] for r in rows),
-            "unfinished_episodes": sum(not r.get("finished", True) for r in rows),  # older runs lack it
-            "active_percent": {k: statistics.fmean(r["active_percent"][k] for r in rows) for k in layers},
-            "actions": dict(sum((Counter(r["actions"]) for r in rows), Counter())),
-        }
-    return per_agent
