@@ -23,7 +23,7 @@ from .agents import Agent, load_agent
 from .envs import AtariSettings, game_name
 from .files import atomic_path, check_writable_file, write_json
 from .inspection import DEFAULT_METHODS, check_methods, inspect_frames, resolve_device
-from .record import CONTACT_FRAMES, step_row, write_contact_sheet
+from .record import CONTACT_FRAMES, write_contact_sheet
 from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
 
 BATCH = 16
@@ -214,10 +214,10 @@ def _run_meta(agent: Agent, name: str, states: States, methods: tuple[str, ...],
 
 
 def _save_rows(run: runs.RunWriter, states: States, part: slice, inspections, methods) -> None:
-    steps = [{"episode": int(e), "t": int(t), "reward": float(r), "score": float(s)}
-             for e, t, r, s in zip(states.episodes[part], states.steps[part], states.rewards[part],
-                                   states.scores[part], strict=True)]
-    run.append([step_row(step, inspection) for step, inspection in zip(steps, inspections, strict=True)],
+    where = zip(states.episodes[part], states.steps[part], states.rewards[part], states.scores[part],
+                inspections, strict=True)
+    run.append([runs.step_row(int(e), int(t), float(r), float(s), inspection)
+                for e, t, r, s, inspection in where],
                states.screens[part], states.observations[part],
                {m: np.stack([i.maps[m] for i in inspections]) for m in methods},
                None if states.ram is None else states.ram[part])

@@ -2,13 +2,14 @@
 
 The one inspection step that recording, comparison, the training callback and the Gymnasium
 wrapper share: a forward pass through the engine session, then each method batched over the
-frames that need maps.
+frames that need maps. :func:`inspect_play` gives a stream of play (:mod:`rl_insens.rollout`)
+these answers, a chunk of steps at a time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from .agents import Agent
 from .attribution import METHODS, attribute
+from .rollout import Step
 
 DEFAULT_METHODS = tuple(METHODS)
 
@@ -71,12 +73,18 @@ fastest there a frame at a time. The others take the whole batch, where each cal
 (Zennit's hooks, a forward pass) is shared: 2-3x less time a frame than two at a time."""
 
 
+def frames_per_call(method: str, device: torch.device, frames: int) -> int:
+    """How many of ``frames`` frames one attribution call of ``method`` takes."""
+    return 1 if device.type == "cpu" and method in ONE_FRAME_PER_CALL_ON_CPU else max(frames, 1)
+
+
 def inspect_frames(agent: Agent, observations, methods, with_maps=None,
                    should_stop: Callable[[], bool] | None = None) -> list[StepInspection]:
     """Policy outputs for a batch of observations, and maps where ``with_maps`` is true.
 
     Methods run batched over the frames that need maps (on a CPU, the costly ones a frame per
-    call: see :data:`ONE_FRAME_PER_CALL_ON_CPU`); between calls ``should_stop()`` is asked, and a true answer raises ``KeyboardInterrupt``.
+    call: see :data:`ONE_FRAME_PER_CALL_ON_CPU`); between calls ``should_stop()`` is asked, and
+    a true answer raises ``KeyboardInterrupt``.
     """
     x = agent.preprocess(np.asarray(observations))
     view = agent.session(x)  # one forward pass: logits, neuron state, and Insens of the whole batch
@@ -92,8 +100,7 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None,
     ]
     chosen = [i for i in range(len(x)) if with_maps is None or with_maps[i]]
     for method in methods:
-        one_at_a_time = x.device.type == "cpu" and method in ONE_FRAME_PER_CALL_ON_CPU
-        per_call = 1 if one_at_a_time else max(len(chosen), 1)
+        per_call = frames_per_call(method, x.device, len(chosen))
         for start in range(0, len(chosen), per_call):
             if should_stop is not None and should_stop():
                 raise KeyboardInterrupt
@@ -108,3 +115,56 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None,
                 results[i].maps[method] = maps[j].cpu().numpy()
                 results[i].seconds[method] = elapsed
     return results
+
+
+@dataclass
+class InspectedStep:
+    """A step of play with what the network did on its observation."""
+
+    step: Step
+    inspection: StepInspection
+    fresh: bool
+    """The maps were computed at this step (otherwise they are the last fresh step's)."""
+
+
+def inspect_play(agent: Agent, steps: Iterable[Step], methods, batch: int = 16, every: int = 1,
+                 should_stop: Callable[[], bool] | None = None) -> Iterator[list[InspectedStep]]:
+    """Steps of play with the network's answers, in chunks of ``batch`` steps that end early at
+    an episode's end (every method runs batched over a chunk).
+
+    Args:
+        agent: the agent that played.
+        steps: the play, as :func:`rl_insens.rollout.play` gives it.
+        methods: attribution methods (see :func:`~rl_insens.attribution.attribute`).
+        batch: steps inspected together.
+        every: compute maps on every ``every``-th step only; the steps between carry the last maps.
+        should_stop: asked before each step and between attribution calls; a true answer raises
+            ``KeyboardInterrupt``, and the steps of the unfinished chunk are dropped.
+
+    Yields:
+        Each chunk as a list of :class:`InspectedStep`.
+    """
+    pending: list[Step] = []
+    done, last_maps = 0, {}
+
+    def inspected(chunk: list[Step]) -> list[InspectedStep]:
+        fresh = [(done + i) % every == 0 for i in range(len(chunk))]
+        inspections = inspect_frames(agent, np.stack([s.observation for s in chunk]), methods, fresh,
+                                     should_stop)
+        for inspection, is_fresh in zip(inspections, fresh, strict=True):
+            if is_fresh:
+                last_maps.update(inspection.maps)
+            else:
+                inspection.maps = dict(last_maps)
+        return [InspectedStep(*found) for found in zip(chunk, inspections, fresh, strict=True)]
+
+    for step in steps:
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt
+        pending.append(step)
+        if len(pending) == batch or step.done:
+            chunk, pending = pending, []
+            yield inspected(chunk)
+            done += len(chunk)
+    if pending:
+        yield inspected(pending)

@@ -1,7 +1,8 @@
 """Play episodes with an agent and record annotated side-by-side videos and a run directory.
 
-Frames are played in chunks; each chunk's attribution maps are computed, drawn, and only
-then appended to the video and saved to the run directory (see :mod:`rl_insens.runs`), so
+Frames are played in chunks (:func:`rl_insens.inspection.inspect_play`); each chunk's
+attribution maps are computed, drawn, and only then appended to the video and saved to the run
+directory (see :mod:`rl_insens.runs`), so
 the video and the run data always hold the same frames. Ctrl-C asks the recording to stop:
 the attribution work stops within a frame or two, the frames done so far are finalised into
 a playable video, a contact sheet and a run directory, and further Ctrl-Cs are ignored until
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from . import render, rollout, runs
 from .agents import Agent, load_agent
 from .files import atomic_path, check_writable_dir, check_writable_file
-from .inspection import DEFAULT_METHODS, StepInspection, check_methods, inspect_frames, resolve_device
+from .inspection import DEFAULT_METHODS, InspectedStep, check_methods, inspect_play, resolve_device
 from .video import DEFAULT_CRF, FrameSample, VideoWriter, check_video_settings
 
 LAYOUTS = ("methods", "stack")
@@ -190,15 +191,13 @@ def record(
 
 
 class _Recorder:
-    """Plays episodes and appends each finished chunk to the video and the run directory."""
+    """Draws each inspected chunk of play and appends it to the video and the run directory."""
 
     def __init__(self, agent: Agent, methods, every: int, draw: render.FrameDrawer, writer: VideoWriter,
                  run: runs.RunWriter, stop: StopOnInterrupt) -> None:
         self.agent, self.methods, self.every, self.draw = agent, methods, every, draw
         self.writer, self.run, self.stop = writer, run, stop
         self.sample = FrameSample(LONG_CONTACT_FRAMES)
-        self.last_maps: dict[str, np.ndarray] = {}
-        self.pending: list[dict] = []
         self.interrupted = False
 
     @property
@@ -211,56 +210,29 @@ class _Recorder:
         attributed, since stopping must be quick."""
         has_ram = getattr(env.unwrapped, "ale", None) is not None  # the console's RAM, where there is one
         steps = rollout.play(self.agent.act, env, seed, episodes, max_steps, screens=True, ram=has_ram)
+        chunks = inspect_play(self.agent, steps, self.methods, batch, self.every,
+                              should_stop=lambda: self.stop.requested)
         try:
-            for step in steps:
-                if self.stop.requested:
-                    raise KeyboardInterrupt
-                self.pending.append({"obs": step.observation, "screen": step.screen, "ram": step.ram,
-                                     "episode": step.episode, "t": step.t, "reward": step.reward,
-                                     "score": step.score})
-                if len(self.pending) == batch or step.done:
-                    bar.update(self.flush())
-            bar.update(self.flush())
+            for chunk in chunks:
+                self.append(chunk)
+                bar.update(len(chunk))
         except KeyboardInterrupt:
             self.interrupted = True
 
-    def flush(self) -> int:
-        """Attribute and draw the pending frames, then append them to every output together."""
-        items = self.pending[:]
-        self.pending.clear()  # taken once: an interruption below never leads to doing them twice
-        if not items:
-            return 0
-        fresh = [(self.steps + i) % self.every == 0 for i in range(len(items))]
-        inspections = inspect_frames(self.agent, np.stack([p["obs"] for p in items]), self.methods, fresh,
-                                     should_stop=lambda: self.stop.requested)
-        maps: dict[str, list] = {m: [] for m in self.methods}
-        frames = []
-        for item, inspection, is_fresh in zip(items, inspections, fresh, strict=True):
-            if is_fresh:
-                self.last_maps.update(inspection.maps)
-            else:
-                inspection.maps = dict(self.last_maps)
-            for m in self.methods:
-                maps[m].append(inspection.maps[m])
-            frames.append(self.draw(item["screen"], item["obs"], inspection, item))
+    def append(self, chunk: list[InspectedStep]) -> None:
+        """Draw the chunk's frames, then append them to every output together (an interruption
+        while drawing leaves every output without the chunk)."""
+        frames = [self.draw(found.step, found.inspection) for found in chunk]
         for frame in frames:
             self.writer.append(frame)
             self.sample.offer(frame)
-        rows = [step_row(item, inspection, is_fresh)
-                for item, inspection, is_fresh in zip(items, inspections, fresh, strict=True)]
-        ram = np.stack([p["ram"] for p in items]) if items[0]["ram"] is not None else None
-        self.run.append(rows, np.stack([p["screen"] for p in items]), np.stack([p["obs"] for p in items]),
-                        {m: np.stack(v) for m, v in maps.items()}, ram)
-        return len(items)
-
-
-def step_row(step: dict, inspection: StepInspection, fresh: bool = True) -> dict:
-    """A row of the run directory's per-step table: where in the play (``step``: episode, t,
-    reward, score) and what the network did there."""
-    return {"episode": step["episode"], "t": step["t"], "action": inspection.action, "reward": step["reward"],
-            "score": step["score"], "logits": inspection.logits, "probs": inspection.action_probs,
-            "value": np.nan if inspection.value is None else inspection.value,
-            "active_fraction": inspection.active_fraction, "fresh": fresh}
+        steps = [found.step for found in chunk]
+        rows = [runs.step_row(s.episode, s.t, s.reward, s.score, found.inspection, found.fresh)
+                for s, found in zip(steps, chunk, strict=True)]
+        maps = {m: np.stack([found.inspection.maps[m] for found in chunk]) for m in self.methods}
+        ram = np.stack([s.ram for s in steps]) if steps[0].ram is not None else None
+        self.run.append(rows, np.stack([s.screen for s in steps]), np.stack([s.observation for s in steps]),
+                        maps, ram)
 
 
 def write_contact_sheet(sample: FrameSample, png: Path, columns: int | None = None) -> None:

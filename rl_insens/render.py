@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from .inspection import StepInspection
+    from .rollout import Step
 
 POSITIVE = np.array([220, 30, 30], np.float32)  # red
 NEGATIVE = np.array([30, 60, 220], np.float32)  # blue
@@ -62,8 +67,8 @@ def overlay(background: np.ndarray, values: np.ndarray, scale: float) -> np.ndar
     in half the time, with the map's strength taken to 1/255."""
     strength = np.clip(values / scale, -1, 1)
     if background.ndim == 2:
-        level = np.rint(strength * 255).astype(np.int16) + 255
-        return _grey_table()[background, level]
+        level = np.rint(strength * 255).astype(np.int32) + 255
+        return _grey_table().take(background.astype(np.int32) * 511 + level, axis=0)
     strength = strength[..., None]
     base = background.astype(np.float32)
     colour = np.where(strength > 0, POSITIVE, NEGATIVE)
@@ -72,11 +77,12 @@ def overlay(background: np.ndarray, values: np.ndarray, scale: float) -> np.ndar
 
 @lru_cache(maxsize=1)
 def _grey_table() -> np.ndarray:
-    """``[256, 511, 3]``: grey level g under strength (k - 255) / 255, coloured as :func:`overlay`."""
+    """``[256 * 511, 3]``: at ``511 g + k``, grey level g under strength (k - 255) / 255, coloured
+    as :func:`overlay` (flat, since one ``take`` is 3x faster than indexing by two arrays)."""
     base = np.arange(256, dtype=np.float32)[:, None, None]
     strength = (np.arange(511, dtype=np.float32)[None, :, None] - 255) / 255
     colour = np.where(strength > 0, POSITIVE, NEGATIVE)
-    return (base + np.abs(strength) * (colour - base)).astype(np.uint8)
+    return (base + np.abs(strength) * (colour - base)).astype(np.uint8).reshape(-1, 3)
 
 
 def grey(rgb: np.ndarray, amount: float = 0.55) -> np.ndarray:
@@ -150,7 +156,8 @@ def contact_sheet(frames: list[np.ndarray], columns: int = 1, width: int = 900) 
 
 
 class FrameDrawer:
-    """Turns one step (screen, observation, inspection) into a video frame."""
+    """Turns one step of play (its screen and observation) and what the network did there into a
+    video frame."""
 
     def __init__(self, methods: tuple[str, ...], layout: str, meanings: list[str], game: str) -> None:
         self.methods, self.layout, self.meanings, self.game = methods, layout, meanings, game
@@ -158,10 +165,11 @@ class FrameDrawer:
         self.stack_method = "insens" if "insens" in methods else methods[0]
         self.zoom = SINGLE_ZOOM if layout == "methods" and len(methods) == 1 else PANEL_ZOOM
 
-    def __call__(self, screen, observation, inspection, step: dict) -> np.ndarray:
+    def __call__(self, step: Step, inspection: StepInspection) -> np.ndarray:
+        screen, observation = step.screen, step.observation
         backdrop = grey(screen)
         if self.layout == "methods":
-            title = f"{self.game}  episode {step['episode']}  step {step['t']}"
+            title = f"{self.game}  episode {step.episode}  step {step.t}"
             panels = [panel(screen, None, None, title, self.zoom)]
             for method in self.methods:
                 newest = inspection.maps[method][-1]  # the newest frame of the stack
@@ -171,7 +179,7 @@ class FrameDrawer:
         else:
             maps = inspection.maps[self.stack_method]
             scale = self.scales[self.stack_method].update(maps)
-            panels = [panel(screen, None, None, f"step {step['t']}")]
+            panels = [panel(screen, None, None, f"step {step.t}")]
             for k in range(len(observation)):
                 gray = to_screen(observation[k], screen.shape)
                 frame = grey(np.repeat(gray[..., None], 3, -1))
@@ -180,8 +188,8 @@ class FrameDrawer:
         action = inspection.action
         value = "n/a" if inspection.value is None else f"{inspection.value:+.2f}"
         probability = inspection.action_probs[action]
-        what = f"step {step['t']}   action {self.meanings[action]} (p={probability:.2f})   "
-        state = (f"value {value}   score {step['score']:+.0f}   "
+        what = f"step {step.t}   action {self.meanings[action]} (p={probability:.2f})   "
+        state = (f"value {value}   score {step.score:+.0f}   "
                  f"active neurons {inspection.active_fraction:.1%}")
         timing = "ms/frame: " + "  ".join(f"{m} {1e3 * s:.0f}" for m, s in inspection.seconds.items())
         narrow = len(panels) == 2  # two panels are too narrow for the whole first line

@@ -31,6 +31,7 @@ from torch import nn
 from .agents import Agent
 from .envs import AtariSettings
 from .files import atomic_path, write_json
+from .inspection import StepInspection
 
 FORMAT = 2
 META_FILE, AGENT_FILE, WEIGHTS_FILE, STEPS_FILE, CHUNKS = (
@@ -251,6 +252,16 @@ def read_meta(run_dir: Path) -> dict:
 LOG_KEYS = ("episode", "t", "action", "reward", "score", "logits", "probs", "value", "active_fraction",
             "fresh")
 """The per-step table (``steps.npz``): one row per frame."""
+
+
+def step_row(episode: int, t: int, reward: float, score: float, inspection: StepInspection,
+             fresh: bool = True) -> dict:
+    """A row of the per-step table: where in the play (episode, step ``t``, the step's reward,
+    the score before it) and what the network did there (``fresh``: maps computed at this step)."""
+    return {"episode": episode, "t": t, "action": inspection.action, "reward": reward, "score": score,
+            "logits": inspection.logits, "probs": inspection.action_probs,
+            "value": np.nan if inspection.value is None else inspection.value,
+            "active_fraction": inspection.active_fraction, "fresh": fresh}
 
 
 class RunWriter:

@@ -142,11 +142,12 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
     Engine and baselines are split by the per-method times the recorder itself measures; the
     environment and policy are what remains of the wall time.
     """
+    import rl_insens.inspection as inspection_module
     import rl_insens.record as record_module
 
     clock = StageClock()
     writer, drawer = record_module.VideoWriter, record_module.render.FrameDrawer
-    saved = (record_module.inspect_frames, drawer.__call__, record_module.runs.write_npz, writer.append,
+    saved = (inspection_module.inspect_frames, drawer.__call__, record_module.runs.write_npz, writer.append,
              writer.close)
 
     def inspect(*args, **kwargs):
@@ -158,7 +159,7 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
         clock.seconds["baselines"] += sum(v for m, v in methods_s.items() if m != "insens")
         return results
 
-    record_module.inspect_frames = inspect
+    inspection_module.inspect_frames = inspect
     drawer.__call__ = clock.timed("drawing", saved[1])
     record_module.runs.write_npz = clock.timed("saving", saved[2])
     writer.append, writer.close = clock.timed("encoding", saved[3]), clock.timed("encoding", saved[4])
@@ -169,7 +170,7 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
                                         device=device, progress=False)
             wall = time.perf_counter() - began
     finally:
-        (record_module.inspect_frames, drawer.__call__, record_module.runs.write_npz, writer.append,
+        (inspection_module.inspect_frames, drawer.__call__, record_module.runs.write_npz, writer.append,
          writer.close) = saved
     stages = {"environment_and_policy": wall - sum(clock.seconds.values()), **clock.seconds}
     return {"methods": list(methods), "steps": done.steps, "seconds": wall, "steps_per_s": done.steps / wall,

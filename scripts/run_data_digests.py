@@ -5,13 +5,18 @@ and prints a sha256 prefix of every array of the run directory: the per-step tab
 chunk's screens, observations, RAM and maps. Run it in two checkouts and compare:
 
     PYTHONPATH=. python scripts/run_data_digests.py > after.txt
-    (cd ../before && PYTHONPATH=. python scripts/run_data_digests.py) > before.txt
+    (cd ../before && PYTHONPATH=. python scripts/run_data_digests.py ../after/agents/pong_rlnet) > before.txt
     diff before.txt after.txt && echo identical
+
+The float arrays depend on the CPU's kernels and on how many frames each attribution call
+takes, so compare on one machine; ``tests/test_run_data.py`` does it against the version before
+the restructure, with that version's batching.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,18 +25,22 @@ import torch
 
 from rl_insens.record import record
 
+AGENT = Path(__file__).resolve().parent.parent / "agents" / "pong_rlnet"
 
-def main() -> None:
+
+def digests(agent: Path = AGENT) -> dict[str, str]:
+    """``{array name: sha256 prefix}`` for the run data of 40 recorded steps of ``agent``."""
     torch.set_num_threads(1)  # one thread: the same reductions in the same order every run
     with tempfile.TemporaryDirectory() as tmp:
-        run = record("agents/pong_rlnet", Path(tmp) / "digest.mp4", max_steps=40,
-                     methods=("insens", "gradient"), batch=8, progress=False, device="cpu").run_dir
+        run = record(agent, Path(tmp) / "digest.mp4", max_steps=40, methods=("insens", "gradient"), batch=8,
+                     progress=False, device="cpu").run_dir
         arrays = dict(np.load(run / "steps.npz"))
         for i, chunk in enumerate(sorted((run / "chunks").glob("*.npz"))):
             arrays |= {f"chunk{i}/{key}": value for key, value in np.load(chunk).items()}
-    for key in sorted(arrays):
-        print(key, hashlib.sha256(np.ascontiguousarray(arrays[key]).tobytes()).hexdigest()[:16])
+    return {key: hashlib.sha256(np.ascontiguousarray(arrays[key]).tobytes()).hexdigest()[:16]
+            for key in sorted(arrays)}
 
 
 if __name__ == "__main__":
-    main()
+    for key, digest in digests(Path(sys.argv[1]) if len(sys.argv) > 1 else AGENT).items():
+        print(key, digest)
