@@ -197,7 +197,9 @@ def test_max_memory_sets_how_many_frames_go_at_once(monkeypatch, random_rlnet):
     assert bounded.peak <= 1.25 * bound, f"{bounded.peak >> 20} MiB used under a {bound >> 20} MiB bound"
     chunks.clear()
     with PeakMemory() as unbounded:
-        assert torch.equal(ri.insens(model, x, max_memory=4 << 30), result)
+        whole = ri.insens(model, x, max_memory=4 << 30)
+    # equal up to float32 rounding: lists padded to a chunk's fullest window sum in another order
+    torch.testing.assert_close(whole, result, rtol=1e-5, atol=1e-6 * float(result.abs().max()))
     assert chunks == [12] and unbounded.peak > bound  # all at once would not have fitted
 
 

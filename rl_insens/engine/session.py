@@ -169,7 +169,7 @@ def session_of(model: nn.Module | SwitchedModel, max_memory: int | None = None) 
     return model if isinstance(model, SwitchedModel) else SwitchedModel(model, max_memory)
 
 
-# ----- the free functions: one-call sessions ----------------------------------------------
+# The free functions, each a one-call session.
 def insens(model: nn.Module, x: torch.Tensor, max_memory: int | None = None) -> torch.Tensor:
     """Insens (eq. 8) of ``model`` at each input of the batch ``x``, exactly.
 

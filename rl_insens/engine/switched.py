@@ -61,7 +61,7 @@ class SwitchedNetwork:
         part.output = self.output[rows]
         return part
 
-    # ----- the switched linear map, one link at a time ------------------------------------
+    # The switched linear map, one link at a time.
     def push_link(self, i: int, t: torch.Tensor) -> torch.Tensor:
         """Tangents ``[B, T, *in]`` through link ``i`` of the linearised network."""
         link, m = self.chain.links[i], self.chain.links[i].module

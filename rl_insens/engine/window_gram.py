@@ -246,6 +246,16 @@ def _take2(matrix: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     return matrix.reshape(-1).index_select(0, flat).view(len(rows), rows.shape[1], cols.shape[1])
 
 
+def _put(gram: torch.Tensor, sample: torch.Tensor, i: torch.Tensor, j: torch.Tensor, values: torch.Tensor
+         ) -> None:
+    """``gram[sample, i, j] = values`` (indices broadcast to ``values``' shape) as one scatter into
+    the flat tensor: 3x faster than indexing by three tensors. Entries written twice are those
+    of the padding unit, which are zeroed afterwards."""
+    _, rows, cols = gram.shape
+    flat = (sample * (rows * cols) + i * cols + j).expand(values.shape)
+    gram.view(-1).scatter_(0, flat.reshape(-1), values.reshape(-1))
+
+
 @torch.no_grad()
 def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, number: torch.Tensor, n_max: int
                              ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
@@ -279,7 +289,7 @@ def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, number: torch
     sample = torch.arange(B, device=net.device).repeat_interleave(P)[:, None, None]
     pick = outs[:, None, :].expand(-1, m_t.shape[1], -1)
     m_t, a_t = F.pad(m_t, (0, 1)).gather(2, pick), F.pad(a_t, (0, 1)).gather(2, pick)
-    gram[sample, ids[:, :, None], ids[:, None, :]] = m_t.transpose(1, 2) @ a_t
+    _put(gram, sample, ids[:, :, None], ids[:, None, :], m_t.transpose(1, 2) @ a_t)
 
     # Neighbouring windows: only the slots that meet across the border are read.
     samples = torch.arange(B, device=net.device)[:, None]
@@ -296,8 +306,8 @@ def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, number: torch
         i = ids.view(B, P, -1)[:, nb.here].flatten(0, 1)[:, :, None]
         j = ids.view(B, P, -1)[:, nb.there].flatten(0, 1)[:, None, :]
         s = samples.expand(B, pairs).reshape(-1, 1, 1)
-        gram[s, i, j] = block
-        gram[s, j.transpose(1, 2), i.transpose(1, 2)] = block.transpose(1, 2)
+        _put(gram, s, i, j, block)
+        _put(gram, s, j.transpose(1, 2), i.transpose(1, 2), block.transpose(1, 2))
     gram[:, n_max] = 0
     gram[:, :, n_max] = 0
     return found, gram
