@@ -1,6 +1,7 @@
 """Small random networks that exercise every supported layer, and the error the engine tests
 measure against the full-Jacobian reference (shared by the engine test files)."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -80,7 +81,8 @@ def pong_like() -> nn.Module:
 
 
 CUT_NETS = TEST_NETS + [("pong_like", pong_like, (2, 15, 15)),
-                        ("twoconv", lambda: ri.TwoConv((1, 12, 12), 4), (1, 12, 12))]
+                        pytest.param("twoconv", lambda: ri.TwoConv((1, 12, 12), 4), (1, 12, 12),
+                                     marks=pytest.mark.slow)]
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

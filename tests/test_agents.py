@@ -226,6 +226,7 @@ def test_train_on_cuda_without_cuda_is_refused(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing started, nothing written
 
 
+@pytest.mark.slow
 def test_train_command_resumes_with_the_runs_own_settings(tmp_path):
     """Options left unset on --resume keep the run's values (a new --n-envs would not fit it)."""
     from click.testing import CliRunner

@@ -209,6 +209,7 @@ def fake_loader(shape, classes, n_train=260, n_test=40):
     return load
 
 
+@pytest.mark.slow
 def test_cifar10_and_smallnorb_benchmark_smoke_runs(tmp_path, monkeypatch):
     import rl_insens.bench.supervised as supervised
     from rl_insens.bench.training import centre_crop

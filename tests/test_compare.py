@@ -35,6 +35,7 @@ def panel(frame: np.ndarray, row: int, column: int) -> np.ndarray:
     return frame[top:top + 210 * ri.render.PANEL_ZOOM, column * PANEL:(column + 1) * PANEL].astype(int)
 
 
+@pytest.mark.slow
 def test_rows_share_each_columns_colour_scale(tmp_path, pong_agent):
     a = pong_agent(0, card={"steps_trained": 1000})
     out = compare([a, louder(a)], tmp_path / "c.mp4", steps=5, methods=("insens", "gradient"),
@@ -69,6 +70,7 @@ def test_agents_seeing_other_observations_are_refused(tmp_path, pong_agent):
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.slow
 def test_compare_command(tmp_path, sb3_rlnet):
     from rl_insens.agents import save_agent
 

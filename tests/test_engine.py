@@ -179,6 +179,7 @@ class PeakMemory(TorchDispatchMode):
         return out
 
 
+@pytest.mark.slow
 def test_max_memory_sets_how_many_frames_go_at_once(monkeypatch, random_rlnet):
     """Equal chunks of frames, as many as keep the working memory within the bound (with the
     batch-wide forward pass and results on top, as the CUDA test allows)."""

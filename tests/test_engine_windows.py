@@ -103,6 +103,7 @@ def test_the_first_layers_gram_follows_the_weights():
     assert float((ri.SwitchedModel(model)(x).insens() - expected).abs().max() / expected.abs().max()) <= 1e-10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_input_space_forms_after_the_cut_match_every_jacobian_row(dtype, tolerance, monkeypatch):
     """A small input and only linear layers after the cut: the cut units' ŵ are written out in

@@ -48,6 +48,7 @@ def test_ray_backend_equals_serial(rlnet_agent_dir, tmp_path):
            [{k: v for k, v in r.items() if k not in drop} for r in on_ray]
 
 
+@pytest.mark.slow
 def test_noop_start_seeds_reach_every_start_once():
     """Five no-op starts rather than the game's thirty keep the test short (each reset reloads the
     ROM); the claim does not depend on how many there are."""

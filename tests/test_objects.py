@@ -8,6 +8,7 @@ from rl_insens.envs import ale_ids
 from rl_insens.objects import OBJECTS, observation_mask
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("game", sorted(OBJECTS))
 def test_ram_boxes_hold_the_objects_pixels(game):
     ale_ids()

@@ -76,6 +76,7 @@ def test_ray_gives_the_same_files(rlnet_agent_dir, serial, tmp_path):
     assert_same_recordings(serial, tmp_path / "many")
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_episodes(rlnet_agent_dir, tmp_path):
     folder = tmp_path / "many"
     record_episodes(rlnet_agent_dir, folder, 2, **SETTINGS)
