@@ -56,6 +56,7 @@ def load_agent_or_fail(path, env_id: str | None, need_game: bool = True):
 
 
 def fail(message: str) -> None:
+    """Exit with ``message`` as a one-line error (status 2, like a usage error), without a traceback."""
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
 

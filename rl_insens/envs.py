@@ -100,6 +100,7 @@ def _register() -> None:
 
 @cache
 def ale_ids() -> tuple[str, ...]:
+    """Every environment id that Gymnasium's registry has from ALE, sorted (looked up once)."""
     _register()
     return tuple(sorted(k for k, spec in gym.registry.items() if "ale_py" in str(spec.entry_point)))
 

@@ -48,16 +48,19 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
 def write_json(path: str | Path, data) -> None:
+    """Write ``data`` to ``path`` atomically as indented JSON, ending in a newline."""
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 

@@ -43,6 +43,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def check_methods(methods) -> tuple[str, ...]:
+    """``methods`` as a tuple, or a one-line ``ValueError`` when none or an unknown one is given."""
     if not methods:
         raise ValueError(f"no attribution method given; choose from {sorted(METHODS)}")
     unknown = [m for m in methods if m not in METHODS]

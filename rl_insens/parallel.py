@@ -16,6 +16,7 @@ BACKENDS = ("process", "ray")
 
 
 def check_backend(backend: str) -> None:
+    """A one-line ``ValueError`` for a backend not in ``BACKENDS``; called before any work starts."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 

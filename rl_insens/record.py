@@ -35,6 +35,9 @@ LONG_RECORDING = 600
 
 @dataclass
 class Recording:
+    """What :func:`record` wrote: the video, its contact sheet and the run directory, how many frames
+    they hold, and whether Ctrl-C cut the recording short."""
+
     video: Path | None
     """None when nothing was recorded (stopped before the first chunk was done)."""
     contact_sheet: Path | None

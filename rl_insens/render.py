@@ -93,11 +93,13 @@ def grey(rgb: np.ndarray, amount: float = 0.55) -> np.ndarray:
 
 
 def zoom(image: np.ndarray, factor: int = PANEL_ZOOM) -> np.ndarray:
+    """``image`` enlarged ``factor`` times, each pixel a sharp block (nearest neighbour)."""
     return cv2.resize(image, (image.shape[1] * factor, image.shape[0] * factor),
                       interpolation=cv2.INTER_NEAREST)
 
 
 def titled(image: np.ndarray, title: str) -> np.ndarray:
+    """``image`` under a white bar with ``title`` written on it."""
     bar = np.full((TITLE_HEIGHT, image.shape[1], 3), 255, np.uint8)
     cv2.putText(bar, title, (6, 16), FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, image])

@@ -103,6 +103,7 @@ def load_agent(run_dir: str | Path) -> Agent:
 
 
 def chunk_name(index: int) -> str:
+    """The file name of chunk ``index`` in ``chunks/``, zero-padded so that names sort in order."""
     return f"chunk_{index:05d}.npz"
 
 
@@ -130,6 +131,7 @@ def write_npz(path: Path, **arrays) -> None:
 
 
 def write_meta(run_dir: Path, meta: dict) -> None:
+    """Write ``meta`` as the run's ``run.json`` atomically, stamped with this ``FORMAT``."""
     write_json(run_dir / META_FILE, {**meta, "format": FORMAT})
 
 
@@ -145,6 +147,8 @@ def read_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.nd
 
 
 def read_meta(run_dir: Path) -> dict:
+    """The run's ``run.json``, or a :class:`RunError` when it is missing, damaged or lacks its chunk list
+    or methods."""
     path = run_dir / META_FILE
     try:
         meta = json.loads(path.read_text())

@@ -77,6 +77,7 @@ class VideoWriter:
         self._size = size
 
     def append(self, frame: np.ndarray) -> None:
+        """Scale ``frame`` and send it to the file; a ``ValueError`` if its size is not the first frame's."""
         frame = scaled(frame, self.scale)
         size = (frame.shape[1], frame.shape[0])
         if self._pipe is None:

@@ -43,6 +43,8 @@ class InsensWrapper(gym.Wrapper):
         return observation, {**info, "inspection": self._inspect(observation)}
 
     def step(self, action):
+        """``env.step``, adding ``info["inspection"]`` on the new observation unless the episode ended
+        (no action is chosen there)."""
         observation, reward, terminated, truncated, info = self.env.step(action)
         self.steps += 1
         if not (terminated or truncated):

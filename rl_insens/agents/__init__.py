@@ -190,6 +190,7 @@ def generic_meanings(n: int) -> list[str]:
 
 
 def copy_module(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module``, so that an agent never shares weights with the policy it was read from."""
     import copy
 
     return copy.deepcopy(module)

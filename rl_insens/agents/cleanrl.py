@@ -29,6 +29,8 @@ def _under(prefix: str, state: dict) -> dict:
 
 
 def load(path: Path) -> Agent:
+    """The agent in the CleanRL checkpoint at ``path``: PPO's actor (its critic the value network)
+    or DQN's Q-network, without a game; a one-line ``ValueError`` for any other file."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a file that is not a state dict

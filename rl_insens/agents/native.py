@@ -61,6 +61,7 @@ def with_head(net: RLNet, head: nn.Module) -> nn.Sequential:
 
 
 def sha256_of(path: Path) -> str:
+    """The hex sha256 of the file at ``path``: what a model card records to check its weights file by."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -73,6 +74,8 @@ def settings_from_card(card: dict) -> AtariSettings | None:
 
 
 def load(path: Path) -> Agent:
+    """The agent in the rl-insens agent directory at ``path``, set to the game its model card names (if
+    any); a one-line error for a missing or damaged file, or weights that do not match the card."""
     card_path = path / CARD_FILE
     if not card_path.exists():
         raise FileNotFoundError(f"{path} is not an rl-insens agent directory: it has no {CARD_FILE}")

@@ -23,6 +23,7 @@ OUTLINE_RADIUS = 3
 
 
 def digit_mask(images: torch.Tensor) -> torch.Tensor:
+    """The digit's pixels (those > 0): where every variant keeps the image clean."""
     return images > 0
 
 

@@ -83,6 +83,8 @@ def _push_linear_sparse(linear: nn.Linear, t: torch.Tensor, outputs: torch.Tenso
 
 
 def divmod_tensor(value: torch.Tensor, divisor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elementwise ``divmod`` of ``value`` by ``divisor``, rounding down, so that negative values
+    get a non-negative remainder as with Python's ``divmod``."""
     return torch.div(value, divisor, rounding_mode="floor"), torch.remainder(value, divisor)
 
 

@@ -94,6 +94,8 @@ _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def windows_of(net: SwitchedNetwork, pair: ConvPair) -> _Windows:
+    """The second layer's :class:`_Windows` for ``pair``, built once per second conv module and kept
+    until the weights, dtype, device or input shape change."""
     links = net.chain.links
     first, second = links[pair.first].module, links[pair.second].module
     key = (first.weight._version, second.weight._version, id(first.weight), id(second.weight),
@@ -325,6 +327,8 @@ class ConvThenLinear:
 
 
 def match_conv_then_linear(net: SwitchedNetwork, cut: int) -> ConvThenLinear | None:
+    """The layers ``[pads] conv ReLU [flatten] linear`` that :func:`conv_then_linear_forms` handles
+    right after ``cut``, or None when the chain goes on otherwise."""
     links, hidden = net.chain.links, net.chain.hidden_indices
     k = cut
     while k < len(links) and isinstance(links[k].module, (nn.ZeroPad2d, *PASSIVE)):

@@ -19,6 +19,8 @@ from .metrics import similarity, spearman
 
 
 def affine_layers(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The conv and linear layers of ``network`` with their names, input end first: the layers that
+    randomisation re-initialises, from the last."""
     return [(name, m) for name, m in network.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 

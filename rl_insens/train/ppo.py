@@ -137,6 +137,8 @@ def linear(initial: float):
 
 
 def make_envs(cfg: TrainConfig, seed: int) -> VecEnv:
+    """The ``cfg.n_envs`` training environments, environment ``i`` seeded ``seed + i``: the first
+    ``cfg.sticky_envs`` with sticky actions, in worker processes when ``cfg.subprocess_envs``."""
     def make(rank: int):
         sticky = STICKY_PROBABILITY if rank < cfg.sticky_envs else cfg.settings.repeat_action_probability
 

@@ -23,6 +23,7 @@ ANALYSIS_BLOCK = 32
 
 
 def png(image: np.ndarray) -> bytes:
+    """``image`` (RGB) encoded as PNG bytes."""
     ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return data.tobytes()
 
@@ -80,6 +81,7 @@ class RunData:
                            "active": (100 * s["active_fraction"]).round(2).tolist()}}
 
     def frame(self, t: int) -> dict:
+        """Frame ``t``'s step-table row as JSON-ready values, with the action's name and probability."""
         self.check_frame(t)
         s = self.steps
         action = int(s["action"][t])
@@ -90,6 +92,8 @@ class RunData:
                 "active": float(s["active_fraction"][t]), "fresh": bool(s["fresh"][t])}
 
     def image(self, t: int, name: str) -> bytes:
+        """Frame ``t``'s screen as a PNG (``name`` ``screen``), or method ``name``'s map over it in grey;
+        a ``KeyError`` for a method the run did not record."""
         chunk, i = self.frame_data(t)
         screen = chunk["screens"][i]
         if name == "screen":

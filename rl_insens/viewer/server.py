@@ -38,16 +38,19 @@ URLS = Map([
 
 
 def error_page(message: str) -> bytes:
+    """An HTML page saying why the run cannot be shown (``message``, escaped)."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>rl-insens viewer</title></head>"
             f"<body style='font-family:sans-serif;margin:3em'><h1>Cannot show this run</h1>"
             f"<p id='error'>{html.escape(message)}</p></body></html>").encode()
 
 
 def answer(body: bytes, kind: str, status: int = HTTPStatus.OK) -> Response:
+    """A response of ``body`` as ``kind``, never cached: the pages change with the run."""
     return Response(body, status, content_type=kind, headers={"Cache-Control": "no-store"})
 
 
 def answer_json(data, status: int = HTTPStatus.OK) -> Response:
+    """``data`` as a JSON response (see :func:`answer`)."""
     return answer(json.dumps(data).encode(), "application/json", status)
 
 
@@ -61,6 +64,8 @@ class Viewer:
         return self.respond(Request(environ))(environ, start_response)
 
     def respond(self, request: Request) -> Response:
+        """The response to ``request``: refused for an unknown host, the error page when the run cannot
+        be shown, else its endpoint's answer (a JSON error for a bad address or argument)."""
         if request.host.lower() not in self.hosts:
             # A page elsewhere may point a DNS name at 127.0.0.1 (DNS rebinding); the Host
             # header still carries that name.
