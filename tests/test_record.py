@@ -190,3 +190,24 @@ def test_long_recordings_get_a_two_column_contact_sheet(tmp_path):
     write_contact_sheet(sample, tmp_path / "sheet.png")
     sheet = cv2.imread(str(tmp_path / "sheet.png"))
     assert sheet.shape[:2] == (25 * LONG_CONTACT_FRAMES // 2, 200)
+
+
+def test_inspect_play_chunks_steps_and_carries_maps_between_fresh_steps(agent, observations):
+    """Chunks of ``batch`` steps, cut at an episode's end; maps on every ``every``-th step counted
+    over the whole play, the steps between carrying the last fresh maps."""
+    from rl_insens.inspection import inspect_play
+    from rl_insens.rollout import Step
+
+    frames = observations(9, seed=1)
+    ends = {4, 8}  # two episodes: 5 steps, then 4
+    steps = [Step(0 if t <= 4 else 1, t, frames[t], 0, 0.0, 0.0, t in ends, False) for t in range(9)]
+    chunks = list(inspect_play(agent, steps, ("gradient",), batch=3, every=2))
+    assert [len(c) for c in chunks] == [3, 2, 3, 1]  # the first episode's end cuts its second chunk
+    found = [f for chunk in chunks for f in chunk]
+    assert [f.step.t for f in found] == list(range(9))
+    assert [f.fresh for f in found] == [t % 2 == 0 for t in range(9)]
+    for previous, current in zip(found, found[1:], strict=False):
+        if not current.fresh:
+            assert current.inspection.maps["gradient"] is previous.inspection.maps["gradient"]
+    fresh_maps = [f.inspection.maps["gradient"] for f in found if f.fresh]
+    assert not np.array_equal(fresh_maps[0], fresh_maps[1])  # fresh maps are the frame's own
