@@ -5,8 +5,11 @@ and prints a sha256 prefix of every array of the run directory: the per-step tab
 chunk's screens, observations, RAM and maps. Run it in two checkouts and compare:
 
     PYTHONPATH=. python scripts/run_data_digests.py > after.txt
-    (cd ../before && PYTHONPATH=. python scripts/run_data_digests.py ../after/agents/pong_rlnet) > before.txt
+    (cd ../before && PYTHONPATH=. python ../after/scripts/run_data_digests.py) > before.txt
     diff before.txt after.txt && echo identical
+
+(the second line runs this script, and records this checkout's agent, with the package of
+``../before``).
 
 The float arrays depend on the CPU's kernels and on how many frames each attribution call
 takes, so compare on one machine; ``tests/test_run_data.py`` does it against the version before
