@@ -2,11 +2,10 @@
 
 Frames are played in chunks (:func:`rl_insens.inspection.inspect_play`); each chunk's
 attribution maps are computed, drawn, and only then appended to the video and saved to the run
-directory (see :mod:`rl_insens.runs`), so
-the video and the run data always hold the same frames. Ctrl-C asks the recording to stop:
-the attribution work stops within a frame or two, the frames done so far are finalised into
-a playable video, a contact sheet and a run directory, and further Ctrl-Cs are ignored until
-those files are safe.
+directory (see :mod:`rl_insens.runs`), so the video and the run data always hold the same
+frames. Ctrl-C asks the recording to stop: the attribution work stops within a frame or two,
+the frames done so far are finalised into a playable video, a contact sheet and a run
+directory, and further Ctrl-Cs are ignored until those files are safe.
 """
 
 from __future__ import annotations
