@@ -7,6 +7,8 @@ min-max spread over the inputs. Also: the naive full-Jacobian path on one input 
 the engine and the engine's relative error against it) and batched Insens in frames/s.
 Last, ``rl-insens record``'s steps/s on the bundled agent, with all six methods and with Insens
 alone, split into environment and policy, engine, baselines, drawing, encoding and saving.
+Before and after, a 1024² matrix product's GFLOP/s says how fast the host was at the time (on a
+shared host it can vary by half from one minute to the next; the load average does not see it).
 
     python scripts/bench_engine.py              # 16 agent frames, 16 digits
 """
@@ -194,6 +196,20 @@ def print_row(r: dict) -> None:
           + f"batched {r['batched_frames_per_s']:.1f} frames/s at {r['batch']}")
 
 
+def host_speed(device: torch.device, seconds: float = 1.0) -> float:
+    """GFLOP/s of a 1024² float32 matrix product, repeated for about ``seconds``: a shared host's
+    state at the time, which the load average (this machine's own processes only) does not show."""
+    a = torch.randn(1024, 1024, device=device)
+    a @ a
+    sync(device)
+    count, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        a @ a
+        count += 1
+    sync(device)
+    return count * 2 * 1024**3 / (time.perf_counter() - began) / 1e9
+
+
 @click.command()
 @click.option("--frames", default=16, show_default=True, help="Agent frames and MNIST digits to time.")
 @click.option("--repeats", default=5, show_default=True, help="Timed runs per input (median taken).")
@@ -219,6 +235,8 @@ def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_o
         print(f"warning: load average {load:.1f}; timings on a busy machine are not comparable")
     # Full float32 for every method, baselines included ("no TF32"); the engine ensures it itself.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    speed_before = host_speed(torch.device(device))
+    print(f"host: 1024² sgemm at {speed_before:.0f} GFLOP/s")
     loaded = ri.load_agent(agent)
     pong = greedy_frames(loaded, frames).to(device)
     policy = loaded.network.to(device).eval()
@@ -236,8 +254,11 @@ def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_o
                     for methods in (tuple(ri.METHODS), ("insens",))]
         for row in recorder:
             print_record_row(row)
+    speed_after = host_speed(torch.device(device))
+    print(f"host: 1024² sgemm at {speed_after:.0f} GFLOP/s after the runs (before: {speed_before:.0f})")
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor(),
-            "cpus": os.cpu_count(), "load_average_at_start": load, "tf32": False, "repeats": repeats,
+            "cpus": os.cpu_count(), "load_average_at_start": load,
+            "sgemm_gflops_before_and_after": [speed_before, speed_after], "tf32": False, "repeats": repeats,
             "insens_call": "ri.insens(model, x), one input per call (reads the chain each call)",
             "ig50_call": "ri.attribute(model, x, 'integrated_gradients', target): Captum, n_steps=50"}
     json_out.write_text(json.dumps({"meta": meta, "rows": rows, "record": recorder}, indent=2))
