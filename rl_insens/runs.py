@@ -23,6 +23,7 @@ import pickle
 import shutil
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,8 +31,10 @@ import torch
 from .agents import Agent
 from .envs import AtariSettings
 from .files import atomic_path, write_json
-from .inspection import StepInspection
 from .network_description import ChainNetwork, describe
+
+if TYPE_CHECKING:  # the type only: storing needs none of the attribution methods
+    from .inspection import StepInspection
 
 FORMAT = 2
 META_FILE, AGENT_FILE, WEIGHTS_FILE, STEPS_FILE, CHUNKS = (

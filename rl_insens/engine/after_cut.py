@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cut import _CutUnits, _InputSpace, _slots
-from .plan import _pair
+from .plan import as_pair
 from .switched import SwitchedNetwork
 
 
@@ -30,8 +30,8 @@ def _affine_columns(link, shape: tuple[int, ...], index: torch.Tensor) -> torch.
         return m.weight[:, index].T.reshape(len(index), *link.out_shape)
     c_in, h, w = shape
     o, ho, wo = link.out_shape
-    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = (_pair(m.kernel_size), _pair(m.stride), _pair(m.dilation),
-                                              _pair(m.padding))
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = (as_pair(m.kernel_size), as_pair(m.stride), as_pair(m.dilation),
+                                              as_pair(m.padding))
     c, y, x = index // (h * w), index // w % h + ph, index % w + pw  # in padded coordinates
     columns = m.weight.new_zeros(len(index), o, ho, wo)
     rows = torch.arange(len(index), device=index.device)

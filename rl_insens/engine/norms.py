@@ -23,7 +23,7 @@ from torch import nn
 from .after_cut import _after_cut
 from .cut import _CutUnits, _input_space_pays, _InputSpace
 from .patches import _active_gram, _patch_stage
-from .plan import _geometries, _pair, plan_cut, valid_cuts
+from .plan import _geometries, as_pair, plan_cut, valid_cuts
 from .switched import SwitchedNetwork
 from .window_gram import (
     conv_pair_norms_and_gram,
@@ -113,7 +113,7 @@ def _bytes_per_sample(net: SwitchedNetwork, cut: int) -> int:
     local = 0
     for link in later:
         if isinstance(link.module, nn.Conv2d):  # units a position's field holds, at the cut's density
-            field = min(c * h * w, link.module.in_channels * math.prod(_pair(link.module.kernel_size)))
+            field = min(c * h * w, link.module.in_channels * math.prod(as_pair(link.module.kernel_size)))
             local = max(local, math.prod(link.out_shape[1:]) * (field * n // (c * h * w) + 1) ** 2)
     gram_floats = 4 * patches[-1] + n * n + 3 * n * widest + 2 * local
     return net.output.element_size() * max(patch_floats, gram_floats)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cut import _CutUnits, _slots
-from .plan import Geometry, _geometries, _pair
+from .plan import Geometry, _geometries, as_pair
 from .switched import SwitchedNetwork
 
 CACHE_BLOCK_BYTES = 2 << 20
@@ -49,9 +49,9 @@ def _conv_patches(P: torch.Tensor, geo: Geometry, new: Geometry, conv: nn.Conv2d
     there. On a GPU the whole output is one block: kernel launches are what cost there.
     """
     B, H, W, ci, ry, rx, _ = P.shape
-    (sh, sw), (dh, dw) = _pair(conv.stride), _pair(conv.dilation)
-    top, left = pad[2] + _pair(conv.padding)[0], pad[0] + _pair(conv.padding)[1]
-    (ho, wo), (kh, kw) = out_hw, _pair(conv.kernel_size)
+    (sh, sw), (dh, dw) = as_pair(conv.stride), as_pair(conv.dilation)
+    top, left = pad[2] + as_pair(conv.padding)[0], pad[0] + as_pair(conv.padding)[1]
+    (ho, wo), (kh, kw) = out_hw, as_pair(conv.kernel_size)
     out = P.new_empty(B, ho, wo, ci, *new.size, conv.out_channels)
     norms = P.new_empty(B, ho, wo, conv.out_channels)
     block_rows = ho if P.is_cuda else max(1, CACHE_BLOCK_BYTES // (out[:, 0].numel() * out.element_size()))
@@ -87,8 +87,8 @@ def _first_conv_patches(valid: torch.Tensor, conv: nn.Conv2d, new: Geometry, out
     """A conv reading the input directly: each patch is the kernel, cut off outside the image
     (``valid``, ``[1, 1, H, W]``, is 1 on the image and 0 on zero padding). Also the patches'
     squared norms, ``[1, O, ho, wo]``, summed from the squared kernel without forming them."""
-    (ph, pw), (dh, dw) = _pair(conv.padding), _pair(conv.dilation)
-    (kh, kw), (ho, wo) = _pair(conv.kernel_size), out_hw
+    (ph, pw), (dh, dw) = as_pair(conv.padding), as_pair(conv.dilation)
+    (kh, kw), (ho, wo) = as_pair(conv.kernel_size), out_hw
     windows = F.unfold(F.pad(valid, (pw, pw, ph, ph)), (kh, kw), (dh, dw), 0, conv.stride)
     norms = (conv.weight.square().sum(1).flatten(1) @ windows[0]).view(1, -1, ho, wo)
     windows = windows.view(kh, kw, ho, wo).permute(2, 3, 0, 1)[None, :, :, None, :, :, None]
@@ -103,8 +103,8 @@ def _first_conv_patches(valid: torch.Tensor, conv: nn.Conv2d, new: Geometry, out
 def _pool_patches(P: torch.Tensor, geo: Geometry, new: Geometry, pool: nn.MaxPool2d, winners, out_hw):
     """Each window's patch is its winner's (the index recorded in the forward pass), shifted."""
     B, H, W, ci, ry, rx, C = P.shape
-    (kh, kw), (sh, sw) = _pair(pool.kernel_size), _pair(pool.stride)
-    (ph, pw), (dh, dw) = _pair(pool.padding), _pair(pool.dilation)
+    (kh, kw), (sh, sw) = as_pair(pool.kernel_size), as_pair(pool.stride)
+    (ph, pw), (dh, dw) = as_pair(pool.padding), as_pair(pool.dilation)
     ho, wo = out_hw
     # Pad generously so every window tap indexes inside the tensor (ceil mode reaches past the end).
     extra_h = max(0, sh * (ho - 1) + dh * (kh - 1) + 1 - (H + 2 * ph))

@@ -22,7 +22,8 @@ class Geometry:
     offset: tuple[int, int]
 
 
-def _pair(v) -> tuple[int, int]:
+def as_pair(v) -> tuple[int, int]:
+    """A layer's int-or-pair setting (kernel size, stride, ...) as a pair."""
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
@@ -54,8 +55,8 @@ def _geometries(net: SwitchedNetwork, n_links: int) -> list[Geometry]:
             geo = Geometry(geo.size, geo.stride, (geo.offset[0] + top * geo.stride[0],
                                                   geo.offset[1] + left * geo.stride[1]))
         elif isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
-            k, s = _pair(m.kernel_size), _pair(m.stride)
-            p, d = _pair(m.padding), _pair(m.dilation)
+            k, s = as_pair(m.kernel_size), as_pair(m.stride)
+            p, d = as_pair(m.padding), as_pair(m.dilation)
             geo = Geometry(
                 tuple(geo.size[j] + d[j] * (k[j] - 1) * geo.stride[j] for j in range(2)),
                 tuple(geo.stride[j] * s[j] for j in range(2)),
@@ -69,7 +70,7 @@ def _forward_cost(link) -> int:
     """Multiply-adds of one tangent through a link of the linearised network."""
     m = link.module
     if isinstance(m, nn.Conv2d):
-        return math.prod(link.out_shape) * (m.in_channels // m.groups) * math.prod(_pair(m.kernel_size))
+        return math.prod(link.out_shape) * (m.in_channels // m.groups) * math.prod(as_pair(m.kernel_size))
     if isinstance(m, nn.Linear):
         return m.in_features * m.out_features
     return math.prod(link.out_shape)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .plan import _pair
+from .plan import as_pair
 from .switched import SwitchedNetwork
 
 PASSIVE = (nn.Identity, nn.Dropout)
@@ -118,8 +118,8 @@ def _unit_kernels(net: SwitchedNetwork, pair: ConvPair) -> tuple[torch.Tensor, t
     for link in links[: pair.first]:
         if isinstance(link.module, nn.ZeroPad2d):
             valid = F.pad(valid, link.module.padding)
-    (ph, pw), (dh, dw), (kh, kw) = _pair(conv.padding), _pair(conv.dilation), _pair(conv.kernel_size)
-    (sh, sw) = _pair(conv.stride)
+    (ph, pw), (dh, dw), (kh, kw) = as_pair(conv.padding), as_pair(conv.dilation), as_pair(conv.kernel_size)
+    (sh, sw) = as_pair(conv.stride)
     h1, w1 = links[pair.first].out_shape[1:]
     windows = F.unfold(F.pad(valid, (pw, pw, ph, ph)), (kh, kw), (dh, dw), 0, (sh, sw))
     windows = windows.view(kh, kw, h1, w1).permute(2, 3, 0, 1)  # [H1, W1, kh, kw]
@@ -134,11 +134,11 @@ def _build_windows(net: SwitchedNetwork, pair: ConvPair) -> _Windows:
     conv = links[pair.second].module
     c1, h1, w1 = links[pair.first].out_shape
     _, h2, w2 = links[pair.second].out_shape
-    (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
+    (kh, kw), (sh, sw), (dh, dw) = as_pair(conv.kernel_size), as_pair(conv.stride), as_pair(conv.dilation)
     left, right, top, bottom = (sum(link.module.padding[j] for link in links[pair.first + 2: pair.second]
                                     if isinstance(link.module, nn.ZeroPad2d)) for j in range(4))
-    pad = (left + _pair(conv.padding)[1], right + _pair(conv.padding)[1],
-           top + _pair(conv.padding)[0], bottom + _pair(conv.padding)[0])
+    pad = (left + as_pair(conv.padding)[1], right + as_pair(conv.padding)[1],
+           top + as_pair(conv.padding)[0], bottom + as_pair(conv.padding)[0])
     kernels, inside, (s1y, s1x) = _unit_kernels(net, pair)
     inside_rows = [tuple(r) for r in inside.amax(dim=(1, 3)).tolist()]  # [H1][kh1]: tap on the image
     inside_cols = [tuple(c) for c in inside.amax(dim=(0, 2)).tolist()]
@@ -267,7 +267,7 @@ def conv_pair_norms_and_gram(net: SwitchedNetwork, pair: ConvPair, number: torch
     links = net.chain.links
     w = windows_of(net, pair)
     conv = links[pair.second].module
-    (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
+    (kh, kw), (sh, sw), (dh, dw) = as_pair(conv.kernel_size), as_pair(conv.stride), as_pair(conv.dilation)
     masks = net.masks[pair.first + 1].to(net.dtype)  # [B, C1, H1, W1]
     B = masks.shape[0]
     n_out, (_, h2, w2) = conv.out_channels, links[pair.second].out_shape
@@ -349,7 +349,7 @@ def match_conv_then_linear(net: SwitchedNetwork, cut: int) -> ConvThenLinear | N
 def _unit_windows(mask: torch.Tensor, number: torch.Tensor, n_max: int, pad, conv: nn.Conv2d):
     """For each output position of ``conv`` over the cut: its active input units as slot lists
     ``[B*P, S]`` (slot ``n`` = none) and their numbers ``[B*P, S]`` (``n_max`` = none)."""
-    (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
+    (kh, kw), (sh, sw), (dh, dw) = as_pair(conv.kernel_size), as_pair(conv.stride), as_pair(conv.dilation)
     window = F.unfold(F.pad(mask.to(torch.float32), pad), (kh, kw), (dh, dw), 0, (sh, sw))
     n = window.shape[1]
     slots = _lists(window.transpose(1, 2) > 0, n).flatten(0, 1)
@@ -379,7 +379,7 @@ def conv_then_linear_forms(net: SwitchedNetwork, layers: ConvThenLinear, gram: t
     P = h3 * w3
     left, right, top, bottom = (sum(link.module.padding[j] for link in links[cut: layers.conv]
                                     if isinstance(link.module, nn.ZeroPad2d)) for j in range(4))
-    (ph, pw) = _pair(conv.padding)
+    (ph, pw) = as_pair(conv.padding)
     pad = (left + pw, right + pw, top + ph, bottom + ph)
     slots, ids = _unit_windows(net.masks[cut - 1], number, n1 - 1, pad, conv)
     weight = F.pad(conv.weight.reshape(n_out, -1), (0, 1, 0, 1))  # [n_out+1, n+1]: zero row, column last
@@ -421,7 +421,7 @@ def conv_then_linear_forms(net: SwitchedNetwork, layers: ConvThenLinear, gram: t
 
 def _most_in_a_window(mask: torch.Tensor, pad, conv: nn.Conv2d) -> int:
     """The most active units any window of ``conv`` over ``mask [B, C, H, W]`` holds."""
-    (kh, kw), (sh, sw), (dh, dw) = _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.dilation)
+    (kh, kw), (sh, sw), (dh, dw) = as_pair(conv.kernel_size), as_pair(conv.stride), as_pair(conv.dilation)
     counts = F.unfold(F.pad(mask.to(torch.float32), pad), (kh, kw), (dh, dw), 0, (sh, sw)).sum(1)
     return int(counts.max()) + 1
 
@@ -445,7 +445,7 @@ def window_floats(net: SwitchedNetwork, pair: ConvPair, layers: ConvThenLinear |
     O3, h3, w3 = links[layers.conv].out_shape
     left, right, top, bottom = (sum(link.module.padding[j] for link in links[pair.cut: layers.conv]
                                     if isinstance(link.module, nn.ZeroPad2d)) for j in range(4))
-    ph, pw = _pair(conv3.padding)
+    ph, pw = as_pair(conv3.padding)
     s3 = _most_in_a_window(net.masks[pair.cut - 1], (left + pw, right + pw, top + ph, bottom + ph), conv3)
     n3 = int(net.masks[layers.conv + 1].flatten(1).sum(1).max()) + 1
     second = h3 * w3 * (s3 * s3 + 3 * O3 * s3) + n * n3 + n3 * linear.out_features \
