@@ -6,11 +6,14 @@ in the same process, and the table gives the per-input ratio Insens / IG-50 as i
 min-max spread over the inputs. Also: the naive full-Jacobian path on one input (its ratio to
 the engine and the engine's relative error against it) and batched Insens in frames/s.
 Last, ``rl-insens record``'s steps/s on the bundled agent, with all six methods and with Insens
-alone, split into environment and policy, engine, baselines, drawing, encoding and saving.
+alone, split into environment and policy, engine, baselines, drawing, encoding, saving and the
+rest (setup and bookkeeping). Last of all, each target with its figure; ``--runs 3`` runs it all
+three times back to back and gives each target's spread over the runs.
 Before and after, a 1024² matrix product's GFLOP/s says how fast the host was at the time (on a
 shared host it can vary by half from one minute to the next; the load average does not see it).
 
-    python scripts/bench_engine.py              # 16 agent frames, 16 digits
+    python scripts/bench_engine.py              # 16 agent frames, 16 digits, one run
+    python scripts/bench_engine.py --runs 3     # the README's figures: three runs, about 8 minutes
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ class StageClock:
     """Seconds spent in the recorder's stages, from wrappers around the functions it calls."""
 
     def __init__(self) -> None:
-        self.seconds = dict.fromkeys(("engine", "baselines", "drawing", "encoding", "saving"), 0.0)
+        self.seconds = dict.fromkeys(("environment_and_policy", "engine", "baselines", "drawing", "encoding",
+                                      "saving"), 0.0)
 
     def timed(self, stage: str, fn):
         def run(*args, **kwargs):
@@ -137,12 +141,28 @@ class StageClock:
                 self.seconds[stage] += time.perf_counter() - began
         return run
 
+    def timed_steps(self, stage: str, play):
+        """``play`` with the time spent producing each of its items counted to ``stage``."""
+        def run(*args, **kwargs):
+            steps = play(*args, **kwargs)
+            while True:
+                began = time.perf_counter()
+                try:
+                    step = next(steps)
+                except StopIteration:
+                    return
+                finally:
+                    self.seconds[stage] += time.perf_counter() - began
+                yield step
+        return run
+
 
 def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: str) -> dict:
     """``rl-insens record`` on ``steps`` steps of the bundled agent: steps/s and its stages.
 
     Engine and baselines are split by the per-method times the recorder itself measures; the
-    environment and policy are what remains of the wall time.
+    environment and policy are the time spent in the play loop; "other" is what remains of the
+    wall time (loading the agent, starting the encoder, the contact sheet, the run's rows).
     """
     import rl_insens.inspection as inspection_module
     import rl_insens.record as record_module
@@ -150,7 +170,7 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
     clock = StageClock()
     writer, drawer = record_module.VideoWriter, record_module.render.FrameDrawer
     saved = (inspection_module.inspect_frames, drawer.__call__, record_module.runs.write_npz, writer.append,
-             writer.close)
+             writer.close, record_module.rollout.play)
 
     def inspect(*args, **kwargs):
         began = time.perf_counter()
@@ -165,6 +185,7 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
     drawer.__call__ = clock.timed("drawing", saved[1])
     record_module.runs.write_npz = clock.timed("saving", saved[2])
     writer.append, writer.close = clock.timed("encoding", saved[3]), clock.timed("encoding", saved[4])
+    record_module.rollout.play = clock.timed_steps("environment_and_policy", saved[5])
     try:
         with tempfile.TemporaryDirectory() as tmp:
             began = time.perf_counter()
@@ -173,8 +194,8 @@ def bench_record(agent_dir: Path, methods: tuple[str, ...], steps: int, device: 
             wall = time.perf_counter() - began
     finally:
         (inspection_module.inspect_frames, drawer.__call__, record_module.runs.write_npz, writer.append,
-         writer.close) = saved
-    stages = {"environment_and_policy": wall - sum(clock.seconds.values()), **clock.seconds}
+         writer.close, record_module.rollout.play) = saved
+    stages = {**clock.seconds, "other": wall - sum(clock.seconds.values())}
     return {"methods": list(methods), "steps": done.steps, "seconds": wall, "steps_per_s": done.steps / wall,
             "stages_ms_per_step": {k: 1e3 * v / done.steps for k, v in stages.items()}}
 
@@ -210,6 +231,71 @@ def host_speed(device: torch.device, seconds: float = 1.0) -> float:
     return count * 2 * 1024**3 / (time.perf_counter() - began) / 1e9
 
 
+TARGETS = (
+    ("RLNET Insens / IG-50 per frame (median)", "<=", 1.5),
+    ("2CONV Insens / IG-50 per digit (median)", "<=", 2.0),
+    ("RLNET naive / Insens", ">=", 100.0),
+    ("2CONV naive / Insens", ">=", 100.0),
+    ("record, all six methods, steps/s", ">=", 10.0),
+    ("record, Insens alone, steps/s", ">=", 15.0),
+)
+"""The engine's targets: the figure, which way it must go, and the bound."""
+
+
+def measure(frames: int, repeats: int, batch: int, device: torch.device, agent: Path, mnist_dir: Path,
+            active: float, naive: bool, record_steps: int) -> dict:
+    """One run of every row, with the host's speed before and after."""
+    load = os.getloadavg()[0]
+    if load > 1.5:
+        print(f"warning: load average {load:.1f}; timings on a busy machine are not comparable")
+    speed_before = host_speed(device)
+    print(f"host: 1024² sgemm at {speed_before:.0f} GFLOP/s")
+    loaded = ri.load_agent(agent)
+    pong = greedy_frames(loaded, frames).to(device)
+    policy = loaded.network.to(device).eval()
+    torch.manual_seed(0)
+    digits = rl_insens.bench.data.load_mnist(mnist_dir, train=False)[0][:frames].to(device)
+    twoconv = ri.TwoConv((1, 28, 28), 10).to(device).eval()
+    with_active_fraction(twoconv, digits, active)
+    rows = [bench_inputs(f"RLNET agent ({agent.name}, greedy play)", policy, pong, repeats, batch, naive),
+            bench_inputs("2CONV (random, MNIST test digits)", twoconv, digits, repeats, batch, naive)]
+    for row in rows:
+        print_row(row)
+    recorder = []
+    if record_steps:
+        recorder = [bench_record(agent, methods, record_steps, str(device))
+                    for methods in (tuple(ri.METHODS), ("insens",))]
+        for row in recorder:
+            print_record_row(row)
+    speed_after = host_speed(device)
+    print(f"host: 1024² sgemm at {speed_after:.0f} GFLOP/s after the runs (before: {speed_before:.0f})")
+    return {"load_average_at_start": load, "sgemm_gflops_before_and_after": [speed_before, speed_after],
+            "rows": rows, "record": recorder}
+
+
+def target_figures(run: dict) -> list[float | None]:
+    """The figures :data:`TARGETS` names, from one run (None where the run did not measure it)."""
+    rlnet, twoconv = run["rows"]
+    recorded = run["record"] or [{}, {}]
+    return [rlnet["ratio_insens_over_ig50"]["median"], twoconv["ratio_insens_over_ig50"]["median"],
+            rlnet.get("ratio_naive_over_insens"), twoconv.get("ratio_naive_over_insens"),
+            recorded[0].get("steps_per_s"), recorded[1].get("steps_per_s")]
+
+
+def print_targets(runs: list[dict]) -> None:
+    """Each target with the first run's figure and, over several runs, their min-max."""
+    print(f"targets ({len(runs)} run{'s' if len(runs) > 1 else ''}; the first run's figure"
+          + (", [min-max] over the runs" if len(runs) > 1 else "") + "):")
+    figures = [target_figures(run) for run in runs]
+    for k, (name, way, bound) in enumerate(TARGETS):
+        values = [f[k] for f in figures if f[k] is not None]
+        if not values:
+            continue
+        met = all(v <= bound if way == "<=" else v >= bound for v in values)
+        over = f" [{min(values):.2f}-{max(values):.2f}]" if len(values) > 1 else ""
+        print(f"  {name}: {values[0]:.2f}{over}, target {way} {bound:g}: {'met' if met else 'NOT met'}")
+
+
 @click.command()
 @click.option("--frames", default=16, show_default=True, help="Agent frames and MNIST digits to time.")
 @click.option("--repeats", default=5, show_default=True, help="Timed runs per input (median taken).")
@@ -227,41 +313,30 @@ def host_speed(device: torch.device, seconds: float = 1.0) -> float:
               show_default=True)
 @click.option("--record-steps", default=300, show_default=True,
               help="Steps of `rl-insens record` to time (0: skip the recorder rows).")
-def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_out, record_steps):
+@click.option("--runs", default=1, show_default=True,
+              help="Whole runs back to back; the targets are shown for the first with the spread over all.")
+def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_out, record_steps, runs):
     if device == "cuda" and not torch.cuda.is_available():
         raise click.BadParameter("no CUDA device here", param_hint="--device")
-    load = os.getloadavg()[0]
-    if load > 1.5:
-        print(f"warning: load average {load:.1f}; timings on a busy machine are not comparable")
+    if runs < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--runs")
     # Full float32 for every method, baselines included ("no TF32"); the engine ensures it itself.
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    speed_before = host_speed(torch.device(device))
-    print(f"host: 1024² sgemm at {speed_before:.0f} GFLOP/s")
-    loaded = ri.load_agent(agent)
-    pong = greedy_frames(loaded, frames).to(device)
-    policy = loaded.network.to(device).eval()
-    torch.manual_seed(0)
-    digits = rl_insens.bench.data.load_mnist(mnist_dir, train=False)[0][:frames].to(device)
-    twoconv = ri.TwoConv((1, 28, 28), 10).to(device).eval()
-    with_active_fraction(twoconv, digits, active)
-    rows = [bench_inputs(f"RLNET agent ({agent.name}, greedy play)", policy, pong, repeats, batch, naive),
-            bench_inputs("2CONV (random, MNIST test digits)", twoconv, digits, repeats, batch, naive)]
-    for row in rows:
-        print_row(row)
-    recorder = []
-    if record_steps:
-        recorder = [bench_record(agent, methods, record_steps, device)
-                    for methods in (tuple(ri.METHODS), ("insens",))]
-        for row in recorder:
-            print_record_row(row)
-    speed_after = host_speed(torch.device(device))
-    print(f"host: 1024² sgemm at {speed_after:.0f} GFLOP/s after the runs (before: {speed_before:.0f})")
+    measured = []
+    for k in range(runs):
+        if runs > 1:
+            print(f"run {k + 1} of {runs}")
+        measured.append(measure(frames, repeats, batch, torch.device(device), agent, mnist_dir, active, naive,
+                                record_steps))
+    print_targets(measured)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor(),
-            "cpus": os.cpu_count(), "load_average_at_start": load,
-            "sgemm_gflops_before_and_after": [speed_before, speed_after], "tf32": False, "repeats": repeats,
+            "cpus": os.cpu_count(), "tf32": False, "repeats": repeats,
             "insens_call": "ri.insens(model, x), one input per call (reads the chain each call)",
-            "ig50_call": "ri.attribute(model, x, 'integrated_gradients', target): Captum, n_steps=50"}
-    json_out.write_text(json.dumps({"meta": meta, "rows": rows, "record": recorder}, indent=2))
+            "ig50_call": "ri.attribute(model, x, 'integrated_gradients', target): Captum, n_steps=50",
+            "targets": [{"figure": name, "way": way, "bound": bound} for name, way, bound in TARGETS]}
+    first = measured[0]
+    json_out.write_text(json.dumps({"meta": meta, **first, "runs": measured[1:],
+                                    "targets_per_run": [target_figures(run) for run in measured]}, indent=2))
     print(f"wrote {json_out}")
 
 

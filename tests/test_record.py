@@ -211,3 +211,68 @@ def test_inspect_play_chunks_steps_and_carries_maps_between_fresh_steps(agent, o
             assert current.inspection.maps["gradient"] is previous.inspection.maps["gradient"]
     fresh_maps = [f.inspection.maps["gradient"] for f in found if f.fresh]
     assert not np.array_equal(fresh_maps[0], fresh_maps[1])  # fresh maps are the frame's own
+
+
+def test_single_frames_go_side_by_side_with_the_maps_of_one_at_a_time(agent, observations, monkeypatch):
+    """On a CPU with two torch threads, Insens and IG frames run on the frame threads, one torch
+    thread each, and give the maps that one frame at a time on one thread gives, bit for bit."""
+    import threading
+
+    import torch
+
+    import rl_insens.inspection as inspection
+
+    frames = observations(4, seed=3)
+    methods = ("insens", "integrated_gradients", "gradient")
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = inspection.inspect_frames(agent, frames, methods)
+        torch.set_num_threads(2)
+        ran_on = []
+        real = inspection.attribute
+
+        def noting_thread(model, x, method, target=None):
+            ran_on.append((method, threading.current_thread().name, torch.get_num_threads()))
+            return real(model, x, method, target=target)
+
+        monkeypatch.setattr(inspection, "attribute", noting_thread)
+        side_by_side = inspection.inspect_frames(agent, frames, methods)
+    finally:
+        torch.set_num_threads(previous)
+    frame_threads = {name for m, name, n in ran_on if m != "gradient" and n == 1}
+    assert len(frame_threads) == 2 and all(name.startswith("rl-insens-frame") for name in frame_threads)
+    assert [m for m, *_ in ran_on].count("insens") == 4  # one frame a call
+    assert [(m, n) for m, name, n in ran_on if m == "gradient"] == [("gradient", 2)]  # the batch, as before
+    assert torch.get_num_threads() == previous
+    for one, other in zip(serial, side_by_side, strict=True):
+        for method in methods:
+            if method == "gradient":
+                np.testing.assert_allclose(one.maps[method], other.maps[method], rtol=1e-5, atol=1e-7)
+            else:
+                np.testing.assert_array_equal(one.maps[method], other.maps[method])
+
+
+def test_a_stop_request_ends_the_side_by_side_frames(agent, observations, monkeypatch):
+    """Frames not yet begun when a stop is asked for are not attributed."""
+    import torch
+
+    import rl_insens.inspection as inspection
+
+    done = []
+    real = inspection.attribute
+
+    def counting(model, x, method, target=None):
+        done.append(method)
+        return real(model, x, method, target=target)
+
+    monkeypatch.setattr(inspection, "attribute", counting)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            inspection.inspect_frames(agent, observations(12, seed=4), ("insens",),
+                                      should_stop=lambda: len(done) >= 2)
+    finally:
+        torch.set_num_threads(previous)
+    assert 2 <= len(done) <= 3  # the two asked for, and at most one that began beside the second
