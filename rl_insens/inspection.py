@@ -117,12 +117,15 @@ def _attribute_parts(session, x: torch.Tensor, method: str, targets: torch.Tenso
 
 
 def inspect_frames(agent: Agent, observations, methods, with_maps=None,
-                   should_stop: Callable[[], bool] | None = None) -> list[StepInspection]:
+                   should_stop: Callable[[], bool] | None = None, actions=None) -> list[StepInspection]:
     """Policy outputs for a batch of observations, and maps where ``with_maps`` is true.
 
     Methods run batched over the frames that need maps (on a CPU, the costly ones a frame per
     call: see :data:`ONE_FRAME_PER_CALL_ON_CPU`); between calls ``should_stop()`` is asked, and
-    a true answer raises ``KeyboardInterrupt``.
+    a true answer raises ``KeyboardInterrupt``. ``actions`` are the actions taken on these
+    observations, where they are known: each inspection reports its frame's and the maps explain
+    it (otherwise the greedy action of this batch's pass, which a near tie between two actions
+    could set apart from a one-frame pass's by float rounding).
     """
     x = agent.preprocess(np.asarray(observations))
     view = agent.session(x)  # one forward pass: logits, neuron state, and Insens of the whole batch
@@ -131,13 +134,13 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None,
         values = agent.value_network(x)[:, 0].cpu().numpy() if agent.value_network is not None else None
     probs = agent.action_probs(logits)
     active = view.neurons.active_fraction.cpu().numpy()
+    targets = logits.argmax(1) if actions is None else _checked_actions(actions, logits)
     results = [
-        StepInspection(logits[i].cpu().numpy(), probs[i].cpu().numpy(), int(logits[i].argmax()),
+        StepInspection(logits[i].cpu().numpy(), probs[i].cpu().numpy(), int(targets[i]),
                        None if values is None else float(values[i]), float(active[i]))
         for i in range(len(x))
     ]
     chosen = [i for i in range(len(x)) if with_maps is None or with_maps[i]]
-    targets = logits.argmax(1)
     for method in methods:
         per_call = frames_per_call(method, x.device, len(chosen))
         parts = [chosen[start:start + per_call] for start in range(0, len(chosen), per_call)]
@@ -153,6 +156,16 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None,
     return results
 
 
+def _checked_actions(actions, logits: torch.Tensor) -> torch.Tensor:
+    """``actions`` as a tensor beside ``logits``, or a ``ValueError`` when they do not fit them."""
+    taken = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=logits.device).reshape(-1)
+    if len(taken) != len(logits):
+        raise ValueError(f"{len(taken)} actions for {len(logits)} observations")
+    if len(taken) and not (0 <= int(taken.min()) and int(taken.max()) < logits.shape[1]):
+        raise ValueError(f"actions must be in 0..{logits.shape[1] - 1}, got {taken.tolist()}")
+    return taken
+
+
 @dataclass
 class InspectedStep:
     """A step of play with what the network did on its observation."""
@@ -166,7 +179,8 @@ class InspectedStep:
 def inspect_play(agent: Agent, steps: Iterable[Step], methods, batch: int = 16, every: int = 1,
                  should_stop: Callable[[], bool] | None = None) -> Iterator[list[InspectedStep]]:
     """Steps of play with the network's answers, in chunks of ``batch`` steps that end early at
-    an episode's end (every method runs batched over a chunk).
+    an episode's end (every method runs batched over a chunk). Each inspection reports, and its
+    maps explain, the action the step took.
 
     Args:
         agent: the agent that played.
@@ -186,7 +200,7 @@ def inspect_play(agent: Agent, steps: Iterable[Step], methods, batch: int = 16, 
     def inspected(chunk: list[Step]) -> list[InspectedStep]:
         fresh = [(done + i) % every == 0 for i in range(len(chunk))]
         inspections = inspect_frames(agent, np.stack([s.observation for s in chunk]), methods, fresh,
-                                     should_stop)
+                                     should_stop, actions=[s.action for s in chunk])
         for inspection, is_fresh in zip(inspections, fresh, strict=True):
             if is_fresh:
                 last_maps.update(inspection.maps)

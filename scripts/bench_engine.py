@@ -243,10 +243,11 @@ TARGETS = (
 
 
 def measure(frames: int, repeats: int, batch: int, device: torch.device, agent: Path, mnist_dir: Path,
-            active: float, naive: bool, record_steps: int) -> dict:
-    """One run of every row, with the host's speed before and after."""
+            active: float, naive: bool, record_steps: int, after_a_run: bool = False) -> dict:
+    """One run of every row, with the host's speed before and after (``after_a_run``: the load
+    average still counts the run before, so it is not warned of)."""
     load = os.getloadavg()[0]
-    if load > 1.5:
+    if load > 1.5 and not after_a_run:
         print(f"warning: load average {load:.1f}; timings on a busy machine are not comparable")
     speed_before = host_speed(device)
     print(f"host: 1024² sgemm at {speed_before:.0f} GFLOP/s")
@@ -327,7 +328,7 @@ def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_o
         if runs > 1:
             print(f"run {k + 1} of {runs}")
         measured.append(measure(frames, repeats, batch, torch.device(device), agent, mnist_dir, active, naive,
-                                record_steps))
+                                record_steps, after_a_run=k > 0))
     print_targets(measured)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor(),
             "cpus": os.cpu_count(), "tf32": False, "repeats": repeats,

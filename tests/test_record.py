@@ -276,3 +276,26 @@ def test_a_stop_request_ends_the_side_by_side_frames(agent, observations, monkey
     finally:
         torch.set_num_threads(previous)
     assert 2 <= len(done) <= 3  # the two asked for, and at most one that began beside the second
+
+
+def test_inspections_of_play_report_and_explain_the_action_taken(agent, observations):
+    """The caption, the run's rows and the maps follow the action the environment was given,
+    not a second reading of the network that a near tie could turn."""
+    from rl_insens.attribution import attribute
+    from rl_insens.inspection import inspect_frames, inspect_play
+    from rl_insens.rollout import Step
+
+    frames = observations(3, seed=5)
+    greedy = agent.network(agent.preprocess(frames)).argmax(1)
+    taken = (greedy + 1) % agent.network(agent.preprocess(frames)).shape[1]  # never the greedy one
+    steps = [Step(0, t, frames[t], int(taken[t]), 0.0, 0.0, t == 2, False) for t in range(3)]
+    found = [f for chunk in inspect_play(agent, steps, ("gradient",), batch=3) for f in chunk]
+    assert [f.inspection.action for f in found] == taken.tolist()
+    expected = attribute(agent.network, agent.preprocess(frames), "gradient", target=taken)
+    for f, own in zip(found, expected, strict=True):
+        np.testing.assert_allclose(f.inspection.maps["gradient"], own.numpy(), rtol=1e-5, atol=1e-7)
+    assert [i.action for i in inspect_frames(agent, frames, ())] == greedy.tolist()  # none given: greedy
+    with pytest.raises(ValueError, match="2 actions for 3 observations"):
+        inspect_frames(agent, frames, (), actions=[0, 1])
+    with pytest.raises(ValueError, match="actions must be in"):
+        inspect_frames(agent, frames, (), actions=[0, 1, 99])
