@@ -75,8 +75,9 @@ fastest there a frame at a time. The others take the whole batch, where each cal
 (Zennit's hooks, a forward pass) is shared: 2-3x less time a frame than two at a time.
 
 With more than one torch thread, these frames go side by side, one thread each
-(:func:`frame_threads`): the engine's many small operations gain 1.2x from a second thread
-within a frame, and 2x from a second frame. They must put no hooks on the model."""
+(:func:`frame_threads`): the engine's many small operations gain little, and unsteadily, from a
+second thread within a frame (``scripts/bench_frame_threads.py``). They must put no hooks on the
+model, which the threads share."""
 
 
 def frames_per_call(method: str, device: torch.device, frames: int) -> int:

@@ -330,7 +330,8 @@ def main(frames, repeats, batch, device, agent, mnist_dir, active, naive, json_o
         measured.append(measure(frames, repeats, batch, torch.device(device), agent, mnist_dir, active, naive,
                                 record_steps, after_a_run=k > 0))
     print_targets(measured)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor(),
+    meta = {"finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.processor(),
             "cpus": os.cpu_count(), "tf32": False, "repeats": repeats,
             "insens_call": "ri.insens(model, x), one input per call (reads the chain each call)",
             "ig50_call": "ri.attribute(model, x, 'integrated_gradients', target): Captum, n_steps=50",
