@@ -8,6 +8,7 @@ these answers, a chunk of steps at a time.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -85,15 +86,11 @@ def frames_per_call(method: str, device: torch.device, frames: int) -> int:
     return 1 if device.type == "cpu" and method in ONE_FRAME_PER_CALL_ON_CPU else max(frames, 1)
 
 
-_FRAME_THREADS: dict[int, ThreadPoolExecutor] = {}
-
-
+@functools.cache
 def frame_threads(count: int) -> ThreadPoolExecutor:
     """``count`` threads that each run torch on one thread (kept for the next batch)."""
-    if count not in _FRAME_THREADS:
-        _FRAME_THREADS[count] = ThreadPoolExecutor(count, thread_name_prefix="rl-insens-frame",
-                                                   initializer=torch.set_num_threads, initargs=(1,))
-    return _FRAME_THREADS[count]
+    return ThreadPoolExecutor(count, thread_name_prefix="rl-insens-frame", initializer=torch.set_num_threads,
+                              initargs=(1,))
 
 
 def _attribute_parts(session, x: torch.Tensor, method: str, targets: torch.Tensor, parts: list[list[int]],
