@@ -93,10 +93,12 @@ def frame_threads(count: int) -> ThreadPoolExecutor:
                               initargs=(1,))
 
 
-def _attribute_parts(session, x: torch.Tensor, method: str, targets: torch.Tensor, parts: list[list[int]],
+def attribute_parts(session, x: torch.Tensor, method: str, targets: torch.Tensor, parts: list[list[int]],
                      should_stop: Callable[[], bool] | None) -> list[torch.Tensor]:
     """Maps of ``method`` for each part of ``x`` (a list of frame indices), one call per part;
-    single frames on a CPU go side by side on :func:`frame_threads`."""
+    single frames on a CPU with more than one torch thread go side by side on
+    :func:`frame_threads`. ``should_stop()`` is asked before each call; true raises
+    ``KeyboardInterrupt``."""
     def attribute_part(part: list[int]) -> torch.Tensor:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt
@@ -143,7 +145,7 @@ def inspect_frames(agent: Agent, observations, methods, with_maps=None,
         per_call = frames_per_call(method, x.device, len(chosen))
         parts = [chosen[start:start + per_call] for start in range(0, len(chosen), per_call)]
         began = time.perf_counter()
-        maps = _attribute_parts(agent.session, x, method, targets, parts, should_stop)
+        maps = attribute_parts(agent.session, x, method, targets, parts, should_stop)
         if x.is_cuda:
             torch.cuda.synchronize()
         elapsed = (time.perf_counter() - began) / max(len(chosen), 1)

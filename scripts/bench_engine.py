@@ -13,7 +13,7 @@ Before and after, a 1024² matrix product's GFLOP/s says how fast the host was a
 shared host it can vary by half from one minute to the next; the load average does not see it).
 
     python scripts/bench_engine.py              # 16 agent frames, 16 digits, one run
-    python scripts/bench_engine.py --runs 3     # the README's figures: three runs, about 8 minutes
+    python scripts/bench_engine.py --runs 3     # the README's figures: three runs, about 5 minutes
 """
 
 from __future__ import annotations

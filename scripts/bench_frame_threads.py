@@ -2,8 +2,8 @@
 frame against a second frame at once, on 16 frames of the bundled agent's greedy play.
 
 Prints ms per frame for Insens on one and on two torch threads, then Insens and IG-50 over the
-16 frames the two ways the recorder could take them: one frame after another on two threads, and
-side by side on :func:`rl_insens.inspection.frame_threads` (one torch thread each); medians of
+16 frames two ways: one frame after another on two threads, and side by side as the recorder
+takes them (:func:`rl_insens.inspection.attribute_parts`, one torch thread each); medians of
 ``--repeats`` rounds, with their min-max.
 
     PYTHONPATH=. python scripts/bench_frame_threads.py     # about a minute on 2 CPU cores
@@ -21,7 +21,7 @@ from bench_engine import greedy_frames
 
 import rl_insens as ri
 from rl_insens.attribution import attribute
-from rl_insens.inspection import frame_threads
+from rl_insens.inspection import attribute_parts
 
 METHODS = ("insens", "integrated_gradients")
 
@@ -65,10 +65,9 @@ def main(agent: Path, frames: int, repeats: int) -> None:
             for i in range(frames):
                 one(i, method)
 
-    def side_by_side() -> None:
-        pool = frame_threads(threads)
+    def side_by_side() -> None:  # the recorder's own call
         for method in METHODS:
-            list(pool.map(lambda i, m=method: one(i, m), range(frames)))
+            attribute_parts(session, x, method, targets, [[i] for i in range(frames)], None)
 
     ways = {"Insens, one torch thread": (1, insens_frames),
             f"Insens, {threads} torch threads": (threads, insens_frames),
